@@ -1,0 +1,53 @@
+"""The single reduced-size switch.
+
+Every notebook and test reads its sizes (steps, samples, pairs, model choice) through
+:func:`pick`. The environment variable ``DPO_TUTORIAL_SIZE`` selects which value is used:
+
+- ``full`` (the default): the sizes whose outputs are committed in the notebooks;
+- ``reduced``: small sizes so CI can execute every notebook in minutes.
+
+The test suite sets ``DPO_TUTORIAL_SIZE=reduced`` (see ``conftest.py``). Only sizes change:
+notebooks run the same cells and the same code paths at both sizes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import TypeVar
+
+SIZE_VARIABLE = "DPO_TUTORIAL_SIZE"
+SIZES = ("full", "reduced")
+
+T = TypeVar("T")
+
+
+def run_size() -> str:
+    """Return ``"full"`` or ``"reduced"``, read from ``DPO_TUTORIAL_SIZE``."""
+    size = os.environ.get(SIZE_VARIABLE, "full").strip().lower() or "full"
+    if size not in SIZES:
+        raise ValueError(
+            f"{SIZE_VARIABLE}={size!r} is not understood: use one of {', '.join(SIZES)}."
+        )
+    return size
+
+
+def is_reduced() -> bool:
+    """True when the run uses reduced sizes (CI and the test suite)."""
+    return run_size() == "reduced"
+
+
+def pick(full: T, reduced: T) -> T:
+    """Return ``full`` normally and ``reduced`` when ``DPO_TUTORIAL_SIZE=reduced``."""
+    return reduced if is_reduced() else full
+
+
+def describe_run() -> str:
+    """One line saying how this run is sized and where it runs, for notebook provenance."""
+    import torch
+
+    if torch.cuda.is_available():
+        where = f"GPU {torch.cuda.get_device_name(0)}"
+    else:
+        where = f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+    return f"size={run_size()} | device={where} | torch {torch.__version__}"

@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from dpo_utils import config
+from dpo_utils.models import ensure_pad_token, pick_device_and_dtype
+
+
+def test_pick_follows_size_variable(monkeypatch):
+    monkeypatch.setenv("DPO_TUTORIAL_SIZE", "full")
+    assert config.pick(100, 3) == 100
+    monkeypatch.setenv("DPO_TUTORIAL_SIZE", "reduced")
+    assert config.pick(100, 3) == 3
+    monkeypatch.setenv("DPO_TUTORIAL_SIZE", "huge")
+    with pytest.raises(ValueError, match="DPO_TUTORIAL_SIZE"):
+        config.pick(1, 2)
+
+
+def test_cpu_uses_float32():
+    assert pick_device_and_dtype("cpu") == (torch.device("cpu"), torch.float32)
+
+
+class FakeTokenizer:
+    def __init__(self, vocab, pad, eos):
+        self.vocab, self.pad_token, self.eos_token_id = vocab, pad, vocab[eos]
+        self.added = None
+
+    def get_vocab(self):
+        return self.vocab
+
+    @property
+    def pad_token_id(self):
+        return self.vocab.get(self.pad_token)
+
+    def add_special_tokens(self, tokens):
+        self.vocab[tokens["pad_token"]] = len(self.vocab)
+        self.pad_token = tokens["pad_token"]
+
+    def __len__(self):
+        return len(self.vocab)
+
+
+def test_pad_equal_to_eos_is_replaced():
+    tok = FakeTokenizer({"<|endoftext|>": 0, "<|im_end|>": 2}, pad="<|im_end|>", eos="<|im_end|>")
+    ensure_pad_token(tok)
+    assert tok.pad_token == "<|endoftext|>" and tok.pad_token_id != tok.eos_token_id
+
+
+def test_missing_pad_gets_a_new_token():
+    tok = FakeTokenizer({"</s>": 0}, pad=None, eos="</s>")
+    ensure_pad_token(tok)
+    assert tok.pad_token == "<|pad|>" and tok.pad_token_id == 1
