@@ -91,3 +91,15 @@ def test_bad_arguments_are_explained():
         dpo_loss(x, x, x, x, label_smoothing=0.5)
     with pytest.raises(ValueError, match="ref_rejected_logps contains NaN"):
         dpo_loss(x, x, x, logps(float("nan")))
+
+
+def test_hand_derived_gradient_matches_autograd():
+    """dL/dlogpi_w = -beta * sigmoid(r_l - r_w) and dL/dlogpi_l = +beta * sigmoid(r_l - r_w)."""
+    torch.manual_seed(0)
+    pc, pr = torch.randn(6, dtype=torch.float64, requires_grad=True), torch.randn(6, dtype=torch.float64, requires_grad=True)
+    rc, rr, beta = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64), 0.3
+    out = dpo_loss(pc, pr, rc, rr, beta=beta)
+    out.losses.sum().backward()
+    weight = torch.sigmoid(out.rejected_rewards - out.chosen_rewards)
+    assert torch.allclose(pc.grad, -beta * weight)
+    assert torch.allclose(pr.grad, beta * weight)
