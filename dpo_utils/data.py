@@ -1,0 +1,181 @@
+"""Preference data in TRL's format: load, validate, tokenize, collate.
+
+A row has ``prompt``, ``chosen`` and ``rejected``, either
+
+- *plain*: three strings, or
+- *conversational*: ``prompt`` a list of messages ``{"role", "content"}`` and ``chosen`` /
+  ``rejected`` lists holding the assistant's reply (TRL's "conversational" format).
+
+Bad rows raise :class:`PreferenceDataError` naming the source, the row and the field (or are
+skipped and counted with ``on_bad_row="skip"``), so they never turn into a NaN mid-training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+FIELDS = ("prompt", "chosen", "rejected")
+
+
+class PreferenceDataError(ValueError):
+    """A preference row that cannot be used, with where and why."""
+
+
+@dataclass
+class TokenizedPair:
+    """Token ids of one pair: the shared prompt and the two completions (EOS included)."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+
+
+@dataclass
+class SkipReport:
+    """Rows left out by ``on_bad_row="skip"``: ``(row, reason)`` pairs."""
+
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if not self.skipped:
+            return "no rows skipped"
+        lines = [f"skipped {len(self.skipped)} rows:"] + [f"  row {i}: {why}" for i, why in self.skipped]
+        return "\n".join(lines)
+
+
+def load_preference_rows(source) -> tuple[list[dict], str]:
+    """Rows and a source name from a JSONL path, a ``datasets.Dataset`` or a list of dicts."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        rows = []
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise PreferenceDataError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+        return rows, str(path)
+    return [dict(row) for row in source], type(source).__name__
+
+
+def _text_of(value, row: int, name: str, source: str) -> str | list:
+    """Check one field and return it; messages are checked for role/content strings."""
+    where = f"{source}, row {row}, field '{name}'"
+    if value is None:
+        raise PreferenceDataError(f"{where}: missing")
+    if isinstance(value, str):
+        if not value.strip():
+            raise PreferenceDataError(f"{where}: empty")
+        return value
+    if isinstance(value, list) and value:
+        for k, message in enumerate(value):
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str) or "role" not in message:
+                raise PreferenceDataError(f"{where}: message {k} must be a dict with string 'role' and 'content'")
+            if name != "prompt" and not message["content"].strip():
+                raise PreferenceDataError(f"{where}: message {k} has empty content")
+        return value
+    raise PreferenceDataError(f"{where}: expected a non-empty string or list of messages, got {type(value).__name__}")
+
+
+def validate_row(row: dict, index: int, source: str = "data") -> dict:
+    """Return the row's three fields checked (present, non-empty, strings, chosen != rejected)."""
+    if not isinstance(row, dict):
+        raise PreferenceDataError(f"{source}, row {index}: expected an object with {FIELDS}")
+    checked = {name: _text_of(row.get(name), index, name, source) for name in FIELDS}
+    if isinstance(checked["prompt"], str) != isinstance(checked["chosen"], str) or \
+            isinstance(checked["chosen"], str) != isinstance(checked["rejected"], str):
+        raise PreferenceDataError(f"{source}, row {index}: mixes plain strings and message lists")
+    if checked["chosen"] == checked["rejected"]:
+        raise PreferenceDataError(f"{source}, row {index}, fields 'chosen'/'rejected': identical, the pair teaches nothing")
+    return checked
+
+
+def _split_conversation(tokenizer, prompt: list, completion: list) -> tuple[str, str]:
+    """Prompt text (with the generation prompt) and the completion text that the template appends."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise PreferenceDataError("conversational data needs a tokenizer with a chat template; "
+                                  "set tokenizer.chat_template or use plain-string rows")
+    prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    full_text = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise PreferenceDataError("the chat template does not render the prompt as a prefix of prompt + answer")
+    return prompt_text, full_text[len(prompt_text):]
+
+
+def tokenize_row(row: dict, tokenizer, max_prompt_length: int, max_completion_length: int) -> TokenizedPair:
+    """Tokenize prompt and completions *separately* (no merge across the boundary).
+
+    Plain strings get EOS appended to the completions. A prompt longer than
+    ``max_prompt_length`` tokens is refused; completions are cut to ``max_completion_length``.
+    """
+    if isinstance(row["prompt"], str):
+        prompt_text = row["prompt"]
+        completions = [row["chosen"] + tokenizer.eos_token, row["rejected"] + tokenizer.eos_token]
+    else:
+        prompt_text, chosen = _split_conversation(tokenizer, row["prompt"], row["chosen"])
+        completions = [chosen, _split_conversation(tokenizer, row["prompt"], row["rejected"])[1]]
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    if len(prompt_ids) > max_prompt_length:
+        raise PreferenceDataError(f"field 'prompt': {len(prompt_ids)} tokens, longer than max_prompt_length={max_prompt_length}")
+    chosen_ids, rejected_ids = (tokenizer(c, add_special_tokens=False)["input_ids"][:max_completion_length] for c in completions)
+    if chosen_ids == rejected_ids:
+        raise PreferenceDataError(f"fields 'chosen'/'rejected': identical after truncation to {max_completion_length} tokens")
+    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids)
+
+
+def prepare_preference_data(
+    source,
+    tokenizer,
+    max_prompt_length: int = 256,
+    max_completion_length: int = 256,
+    on_bad_row: str = "raise",
+) -> tuple[list[TokenizedPair], SkipReport]:
+    """Load, validate and tokenize preference data. Returns the pairs and a :class:`SkipReport`."""
+    if on_bad_row not in ("raise", "skip"):
+        raise ValueError("on_bad_row must be 'raise' or 'skip'")
+    rows, name = load_preference_rows(source)
+    pairs, report = [], SkipReport()
+    for index, row in enumerate(rows):
+        try:
+            checked = validate_row(row, index, name)
+            pairs.append(tokenize_row(checked, tokenizer, max_prompt_length, max_completion_length))
+        except PreferenceDataError as error:
+            message = str(error) if str(error).startswith(name) else f"{name}, row {index}, {error}"
+            if on_bad_row == "raise":
+                raise PreferenceDataError(message) from None
+            report.skipped.append((index, message))
+    if not pairs:
+        raise PreferenceDataError(f"{name}: no usable rows ({report})")
+    return pairs, report
+
+
+def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """One batch of ``2B`` sequences, chosen rows first then rejected, padded to one length.
+
+    Returns ``input_ids``, ``attention_mask`` and ``completion_mask`` (1 on completion tokens).
+    """
+    rows = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [(p.prompt_ids, p.rejected_ids) for p in pairs]
+    length = max(len(prompt) + len(completion) for prompt, completion in rows)
+    ids, attention, completion_mask = [], [], []
+    for prompt, completion in rows:
+        n_pad = length - len(prompt) - len(completion)
+        parts = (prompt + completion, [1] * (len(prompt) + len(completion)), [0] * len(prompt) + [1] * len(completion))
+        for out, part, pad in zip((ids, attention, completion_mask), parts, (pad_token_id, 0, 0)):
+            out.append([pad] * n_pad + part if padding_side == "left" else part + [pad] * n_pad)
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(attention),
+            "completion_mask": torch.tensor(completion_mask)}
+
+
+def save_preference_jsonl(rows: list[dict], path) -> None:
+    """Write rows in TRL's preference format, one JSON object per line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps({name: row[name] for name in FIELDS}, ensure_ascii=False) + "\n")
