@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 from typing import TypeVar
 
 SIZE_VARIABLE = "DPO_TUTORIAL_SIZE"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"  # small data sets shipped with the repository
+RUNS_DIR = REPO_ROOT / "runs"  # checkpoints and outputs of notebook runs (git-ignored)
 SIZES = ("full", "reduced")
 
 T = TypeVar("T")

@@ -78,3 +78,41 @@ def model_sequence_logprobs(
         position_ids=position_ids_from_mask(attention_mask),
     ).logits
     return sequence_logprobs(logits, input_ids, completion_mask, average=average)
+
+
+def _chunk_token_logprobs(hidden: torch.Tensor, targets: torch.Tensor, lm_head: torch.nn.Module) -> torch.Tensor:
+    return token_logprobs(lm_head(hidden), targets)
+
+
+def completion_logprobs_lean(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Same result as :func:`model_sequence_logprobs` (sum), computing logits only where needed.
+
+    The LM head runs only on positions that predict a completion token (no prompt, no padding),
+    ``chunk_size`` positions at a time, each chunk checkpointed so its ``(chunk, vocab)`` float32
+    logits are recomputed in the backward pass instead of kept: the full
+    ``batch x seq x vocab`` tensor never exists.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    hidden = model.get_decoder()(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+    ).last_hidden_state
+    predicts_completion = completion_mask[:, 1:].bool()
+    rows = predicts_completion.nonzero()[:, 0]
+    if (torch.bincount(rows, minlength=len(input_ids)) == 0).any():
+        raise ValueError("a row has no completion tokens (truncated to nothing?)")
+    selected = hidden[:, :-1][predicts_completion]
+    targets = input_ids[:, 1:][predicts_completion]
+    lm_head = model.get_output_embeddings()
+    pieces = []
+    for start in range(0, len(selected), chunk_size):
+        args = (selected[start:start + chunk_size], targets[start:start + chunk_size], lm_head)
+        pieces.append(checkpoint(_chunk_token_logprobs, *args, use_reentrant=False) if torch.is_grad_enabled() else _chunk_token_logprobs(*args))
+    token_logps = torch.cat(pieces)
+    return torch.zeros(len(input_ids), dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)

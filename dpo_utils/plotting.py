@@ -29,20 +29,34 @@ def plot_curves(
     return ax
 
 
-def plot_history(
-    history: Sequence[Mapping[str, float]],
-    keys: Sequence[str],
-    title: str = "",
-    x_key: str = "step",
-):
-    """A row of panels, one per metric key, from a list of per-step metric dicts."""
+def plot_history(history: Sequence[Mapping[str, float]], keys: Sequence[str], title: str = ""):
+    """A row of panels, one per metric key, from a list of per-step metric dicts (with ``step``)."""
+    return plot_runs({"run": history}, keys, title)
+
+
+def plot_reward_vs_kl(results, title: str = "Held-out reward against KL to the reference"):
+    """Scatter of evaluation results ``{name: {"reward", "reward_sem", "kl", "kl_sem"}}`` with error bars."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, res in results.items():
+        ax.errorbar(res["kl"], res["reward"], xerr=res.get("kl_sem"), yerr=res.get("reward_sem"), fmt="o", capsize=3, label=name)
+    ax.set(xlabel="sequence-level KL(pi || pi_ref)  [nats]", ylabel="mean true reward (VADER)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_runs(histories, keys, title: str = ""):
+    """Like :func:`plot_history`, one line per named run in every panel."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        rows = [row for row in history if key in row]
-        xs = [row.get(x_key, i) for i, row in enumerate(rows)]
-        ax.plot(xs, [row[key] for row in rows])
-        ax.set(title=key, xlabel=x_key)
+        for name, history in histories.items():
+            rows = [row for row in history if key in row]
+            if rows:
+                ax.plot([row["step"] for row in rows], [row[key] for row in rows], label=name)
+        ax.set(title=key, xlabel="step")
         ax.grid(alpha=0.3)
+    if len(histories) > 1:
+        axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

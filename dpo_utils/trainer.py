@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dpo_utils.data import TokenizedPair, collate_pairs
-from dpo_utils.logprobs import model_sequence_logprobs
+from dpo_utils.logprobs import completion_logprobs_lean, model_sequence_logprobs
 from dpo_utils.losses import dpo_loss
 
 
@@ -46,6 +46,7 @@ class DPOConfig:
     seed: int = 0
     save_every: int | None = None
     padding_side: str = "right"
+    lean_logits: bool = True  # LM head only on completion positions, chunked (same numbers, less memory)
 
 
 class Metrics:
@@ -63,22 +64,26 @@ class Metrics:
         return {key: total / self.count for key, total in self.sums.items()}
 
 
-def batch_logprobs(model, pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right"):
-    """Chosen and rejected sequence log-probs from one forward over the concatenated batch."""
+def batch_logprobs(model, pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right", lean: bool = False):
+    """Chosen and rejected sequence log-probs from one forward over the concatenated batch.
+
+    ``lean=True`` uses :func:`dpo_utils.logprobs.completion_logprobs_lean` (same values).
+    """
     batch = collate_pairs(pairs, pad_token_id, padding_side)
     device = next(model.parameters()).device
-    logps = model_sequence_logprobs(model, *(batch[k].to(device) for k in ("input_ids", "attention_mask", "completion_mask")))
+    tensors = (batch[k].to(device) for k in ("input_ids", "attention_mask", "completion_mask"))
+    logps = completion_logprobs_lean(model, *tensors) if lean else model_sequence_logprobs(model, *tensors)
     return logps[: len(pairs)], logps[len(pairs):], batch["completion_mask"][: len(pairs)].sum(-1)
 
 
 @torch.no_grad()
-def compute_reference_logprobs(model, pairs, pad_token_id, batch_size=8, padding_side="right") -> torch.Tensor:
+def compute_reference_logprobs(model, pairs, pad_token_id, batch_size=8, padding_side="right", lean=True) -> torch.Tensor:
     """``(n_pairs, 2)`` log-probs of chosen and rejected under the (frozen) reference model."""
     was_training = model.training
     model.eval()
     out = []
     for start in tqdm(range(0, len(pairs), batch_size), desc="reference log-probs", leave=False):
-        chosen, rejected, _ = batch_logprobs(model, pairs[start:start + batch_size], pad_token_id, padding_side)
+        chosen, rejected, _ = batch_logprobs(model, pairs[start:start + batch_size], pad_token_id, padding_side, lean)
         out.append(torch.stack([chosen, rejected], dim=-1).float().cpu())
     model.train(was_training)
     return torch.cat(out)
@@ -121,11 +126,12 @@ class DPOTrainer:
                 raise RuntimeError("reference log-probs must be computed before the first update")
             cfg = self.config
             self.reference_logps = compute_reference_logprobs(
-                self.model, self.pairs, self.pad_id, cfg.micro_batch_size or cfg.batch_size, cfg.padding_side)
+                self.model, self.pairs, self.pad_id, cfg.micro_batch_size or cfg.batch_size, cfg.padding_side, cfg.lean_logits)
 
     def _pair_loss(self, chunk: list[int], metrics: Metrics) -> torch.Tensor:
         cfg = self.config
-        chosen, rejected, n_chosen_tokens = batch_logprobs(self.model, [self.pairs[i] for i in chunk], self.pad_id, cfg.padding_side)
+        chosen, rejected, n_chosen_tokens = batch_logprobs(
+            self.model, [self.pairs[i] for i in chunk], self.pad_id, cfg.padding_side, cfg.lean_logits)
         if cfg.objective == "sft":
             losses = -chosen / n_chosen_tokens.to(chosen.device)
             metrics.add({"loss": losses, "logps/chosen": chosen, "logps/rejected": rejected})
