@@ -30,8 +30,9 @@ import tempfile
 import time
 
 CONFIGS = {
-    "dpo_utils": "reference precomputed, one forward, LM head on completion tokens only",
-    "dpo_utils-full-logits": "as dpo_utils, but logits at every position",
+    "dpo_utils": "reference precomputed, one forward, prompt shared, LM head on completion tokens only",
+    "dpo_utils-no-sharing": "as dpo_utils, without prompt sharing",
+    "dpo_utils-full-logits": "as dpo_utils-no-sharing, with logits at every position",
     "trl-default": "TRL DPOTrainer defaults (reference model forward every step)",
     "trl-precompute": "TRL DPOTrainer, precompute_ref_log_probs=True",
 }
@@ -55,10 +56,12 @@ def peak_memory_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_dpo_utils(model, tokenizer, pairs, args, lean):
+def run_dpo_utils(model, tokenizer, pairs, args, name):
     from dpo_utils.trainer import DPOConfig, DPOTrainer
 
-    config = DPOConfig(beta=0.1, learning_rate=args.lr, batch_size=len(pairs), max_steps=args.steps + 1, lean_logits=lean)
+    config = DPOConfig(beta=0.1, learning_rate=args.lr, batch_size=len(pairs), max_steps=args.steps + 1,
+                       share_prompt=name == "dpo_utils", lean_logits=name != "dpo_utils-full-logits",
+                       logits_chunk_size=args.chunk_size)
     trainer = DPOTrainer(model, tokenizer, pairs, config)
     start = time.perf_counter()
     trainer.ensure_reference_logps()
@@ -122,14 +125,14 @@ def worker(name, args):
                                        max_completion_length=4 * args.completion_tokens)
     tokens = sum(2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
     with torch.no_grad():
-        ref_chosen, ref_rejected, _ = batch_logprobs(model, pairs, tokenizer.pad_token_id)
+        ref_chosen, ref_rejected, _ = batch_logprobs(model, pairs, tokenizer.pad_token_id, mode="lean")
     if name.startswith("dpo_utils"):
-        times, setup = run_dpo_utils(model, tokenizer, pairs, args, lean=name == "dpo_utils")
+        times, setup = run_dpo_utils(model, tokenizer, pairs, args, name)
     else:
         times, setup = run_trl(model, tokenizer, rows, args, precompute=name == "trl-precompute")
     model.eval()
     with torch.no_grad():
-        chosen, rejected, _ = batch_logprobs(model, pairs, tokenizer.pad_token_id)
+        chosen, rejected, _ = batch_logprobs(model, pairs, tokenizer.pad_token_id, mode="lean")
     final_loss = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=0.1).losses.mean().item()
     step = statistics.median(times)
     return {"config": name, "s_per_step": step, "tokens_per_s": tokens / step, "tokens_per_step": tokens,
@@ -156,6 +159,7 @@ def main():
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--completion-tokens", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--chunk-size", type=int, default=256, help="dpo_utils: completion positions per LM-head chunk")
     parser.add_argument("--peak-tflops", type=float, default=None, help="GPU dense bf16 peak, for MFU (H100 SXM: 989)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -164,7 +168,8 @@ def main():
         return
     results = []
     for name in args.configs:
-        cmd = [sys.executable, __file__, "--worker", name] + [a for a in sys.argv[1:] if not a.startswith("--configs")]
+        options = {k: v for k, v in vars(args).items() if k not in ("configs", "worker") and v is not None}
+        cmd = [sys.executable, __file__, "--worker", name] + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
         out = subprocess.run(cmd, capture_output=True, text=True)
         line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
         if not line:

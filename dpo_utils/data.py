@@ -172,6 +172,19 @@ def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int, padding_side: s
             "completion_mask": torch.tensor(completion_mask)}
 
 
+def collate_shared_prompt(pairs: list[TokenizedPair], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Prompts once, left-padded ``(B, Lp)``; completions chosen-then-rejected, right-padded ``(2B, Lc)``."""
+    prompt_len = max(len(p.prompt_ids) for p in pairs)
+    completions = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    completion_len = max(len(c) for c in completions)
+    left = lambda ids, n, fill: [fill] * (n - len(ids)) + ids
+    right = lambda ids, n, fill: ids + [fill] * (n - len(ids))
+    return {"prompt_ids": torch.tensor([left(p.prompt_ids, prompt_len, pad_token_id) for p in pairs]),
+            "prompt_mask": torch.tensor([left([1] * len(p.prompt_ids), prompt_len, 0) for p in pairs]),
+            "completion_ids": torch.tensor([right(c, completion_len, pad_token_id) for c in completions]),
+            "completion_mask": torch.tensor([right([1] * len(c), completion_len, 0) for c in completions])}
+
+
 def save_preference_jsonl(rows: list[dict], path) -> None:
     """Write rows in TRL's preference format, one JSON object per line."""
     path = Path(path)

@@ -69,7 +69,7 @@ def sequence_logprobs_of(model, samples, pad_token_id, batch_size=16) -> torch.T
     out = []
     for start in range(0, len(samples), batch_size):
         chunk = [TokenizedPair(p, c, c) for _, p, c, _ in samples[start:start + batch_size]]
-        chosen, _, _ = batch_logprobs(model, chunk, pad_token_id)
+        chosen, _, _ = batch_logprobs(model, chunk, pad_token_id, mode="lean")
         out.append(chosen.float().cpu())
     return torch.cat(out)
 

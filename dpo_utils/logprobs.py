@@ -84,12 +84,27 @@ def _chunk_token_logprobs(hidden: torch.Tensor, targets: torch.Tensor, lm_head: 
     return token_logprobs(lm_head(hidden), targets)
 
 
+def _summed_completion_logprobs(model, hidden, targets, rows, n_rows, chunk_size):
+    """LM head on the selected ``hidden`` states only, in checkpointed chunks; sums per row."""
+    from torch.utils.checkpoint import checkpoint
+
+    if (torch.bincount(rows, minlength=n_rows) == 0).any():
+        raise ValueError("a row has no completion tokens (truncated to nothing?)")
+    lm_head = model.get_output_embeddings()
+    pieces = []
+    for start in range(0, len(hidden), chunk_size):
+        args = (hidden[start:start + chunk_size], targets[start:start + chunk_size], lm_head)
+        pieces.append(checkpoint(_chunk_token_logprobs, *args, use_reentrant=False) if torch.is_grad_enabled() else _chunk_token_logprobs(*args))
+    token_logps = torch.cat(pieces)
+    return torch.zeros(n_rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+
+
 def completion_logprobs_lean(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     completion_mask: torch.Tensor,
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
 ) -> torch.Tensor:
     """Same result as :func:`model_sequence_logprobs` (sum), computing logits only where needed.
 
@@ -98,21 +113,41 @@ def completion_logprobs_lean(
     logits are recomputed in the backward pass instead of kept: the full
     ``batch x seq x vocab`` tensor never exists.
     """
-    from torch.utils.checkpoint import checkpoint
-
     hidden = model.get_decoder()(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
     ).last_hidden_state
     predicts_completion = completion_mask[:, 1:].bool()
     rows = predicts_completion.nonzero()[:, 0]
-    if (torch.bincount(rows, minlength=len(input_ids)) == 0).any():
-        raise ValueError("a row has no completion tokens (truncated to nothing?)")
-    selected = hidden[:, :-1][predicts_completion]
-    targets = input_ids[:, 1:][predicts_completion]
-    lm_head = model.get_output_embeddings()
-    pieces = []
-    for start in range(0, len(selected), chunk_size):
-        args = (selected[start:start + chunk_size], targets[start:start + chunk_size], lm_head)
-        pieces.append(checkpoint(_chunk_token_logprobs, *args, use_reentrant=False) if torch.is_grad_enabled() else _chunk_token_logprobs(*args))
-    token_logps = torch.cat(pieces)
-    return torch.zeros(len(input_ids), dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+    return _summed_completion_logprobs(model, hidden[:, :-1][predicts_completion], input_ids[:, 1:][predicts_completion],
+                                       rows, len(input_ids), chunk_size)
+
+
+def shared_prompt_logprobs(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """Completion log-probs of ``2B`` rows (chosen then rejected) sharing ``B`` prompts.
+
+    Each prompt (left-padded, ``(B, Lp)``) runs through the model **once**; its key/value cache
+    is duplicated for the chosen and the rejected completion (right-padded, ``(2B, Lc)``), which
+    then attend to it. Same values and gradients as two full sequences, fewer tokens computed.
+    """
+    decoder = model.get_decoder()
+    prompt = decoder(input_ids=prompt_ids, attention_mask=prompt_mask,
+                     position_ids=position_ids_from_mask(prompt_mask), use_cache=True)
+    both = torch.arange(len(prompt_ids), device=prompt_ids.device).repeat(2)
+    cache = prompt.past_key_values
+    cache.batch_select_indices(both)
+    positions = prompt_mask.sum(-1)[both, None] + torch.arange(completion_ids.shape[1], device=prompt_ids.device)
+    hidden = decoder(input_ids=completion_ids, attention_mask=torch.cat([prompt_mask[both], completion_mask], dim=1),
+                     position_ids=positions, past_key_values=cache, use_cache=True).last_hidden_state
+    # completion token t is predicted by the state before it: the prompt's last one for t = 0
+    predicting = torch.cat([prompt.last_hidden_state[both, -1:], hidden[:, :-1]], dim=1)
+    selected = completion_mask.bool()
+    return _summed_completion_logprobs(model, predicting[selected], completion_ids[selected],
+                                       selected.nonzero()[:, 0], len(completion_ids), chunk_size)

@@ -4,7 +4,9 @@ Design choices, each for speed or memory:
 
 - reference log-probs are computed **once** before training (the reference model need not stay
   in memory, and no reference forward runs per step);
-- chosen and rejected go through the model in **one** forward pass;
+- chosen and rejected go through the model in **one** forward pass, and by default each prompt
+  is computed once and shared by both completions (prefix sharing);
+- the LM head runs on completion positions only, in chunks (no ``batch x seq x vocab`` tensor);
 - gradient accumulation over micro-batches, clipping, linear warmup, AdamW.
 
 Logged metrics use TRL's names: ``loss``, ``rewards/chosen``, ``rewards/rejected``,
@@ -23,8 +25,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dpo_utils.data import TokenizedPair, collate_pairs
-from dpo_utils.logprobs import completion_logprobs_lean, model_sequence_logprobs
+from dpo_utils.data import TokenizedPair, collate_pairs, collate_shared_prompt
+from dpo_utils.logprobs import completion_logprobs_lean, model_sequence_logprobs, shared_prompt_logprobs
 from dpo_utils.losses import dpo_loss
 
 
@@ -46,7 +48,13 @@ class DPOConfig:
     seed: int = 0
     save_every: int | None = None
     padding_side: str = "right"
+    share_prompt: bool = True  # prompt computed once for chosen and rejected (prefix sharing)
     lean_logits: bool = True  # LM head only on completion positions, chunked (same numbers, less memory)
+    logits_chunk_size: int = 256  # completion positions per LM-head chunk
+
+    @property
+    def logprob_mode(self) -> str:
+        return "shared" if self.share_prompt else "lean" if self.lean_logits else "full"
 
 
 class Metrics:
@@ -64,26 +72,36 @@ class Metrics:
         return {key: total / self.count for key, total in self.sums.items()}
 
 
-def batch_logprobs(model, pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right", lean: bool = False):
-    """Chosen and rejected sequence log-probs from one forward over the concatenated batch.
+def batch_logprobs(model, pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right",
+                   mode: str = "full", chunk_size: int = 256):
+    """Chosen and rejected sequence log-probs of ``pairs``, chosen and rejected in one pass.
 
-    ``lean=True`` uses :func:`dpo_utils.logprobs.completion_logprobs_lean` (same values).
+    ``mode``: ``"full"`` (logits everywhere, :func:`~dpo_utils.logprobs.model_sequence_logprobs`),
+    ``"lean"`` (LM head on completion tokens only) or ``"shared"`` (lean, and each prompt computed
+    once for both completions). All three give the same values and gradients.
+    Returns ``(chosen, rejected, chosen_token_counts)``.
     """
-    batch = collate_pairs(pairs, pad_token_id, padding_side)
     device = next(model.parameters()).device
-    tensors = (batch[k].to(device) for k in ("input_ids", "attention_mask", "completion_mask"))
-    logps = completion_logprobs_lean(model, *tensors) if lean else model_sequence_logprobs(model, *tensors)
-    return logps[: len(pairs)], logps[len(pairs):], batch["completion_mask"][: len(pairs)].sum(-1)
+    if mode == "shared":
+        batch = {k: v.to(device) for k, v in collate_shared_prompt(pairs, pad_token_id).items()}
+        logps = shared_prompt_logprobs(model, *batch.values(), chunk_size=chunk_size)
+        counts = batch["completion_mask"][: len(pairs)].sum(-1)
+    else:
+        batch = collate_pairs(pairs, pad_token_id, padding_side)
+        tensors = [batch[k].to(device) for k in ("input_ids", "attention_mask", "completion_mask")]
+        logps = completion_logprobs_lean(model, *tensors, chunk_size=chunk_size) if mode == "lean" else model_sequence_logprobs(model, *tensors)
+        counts = tensors[2][: len(pairs)].sum(-1)
+    return logps[: len(pairs)], logps[len(pairs):], counts
 
 
 @torch.no_grad()
-def compute_reference_logprobs(model, pairs, pad_token_id, batch_size=8, padding_side="right", lean=True) -> torch.Tensor:
+def compute_reference_logprobs(model, pairs, pad_token_id, batch_size=8, padding_side="right", mode="shared") -> torch.Tensor:
     """``(n_pairs, 2)`` log-probs of chosen and rejected under the (frozen) reference model."""
     was_training = model.training
     model.eval()
     out = []
     for start in tqdm(range(0, len(pairs), batch_size), desc="reference log-probs", leave=False):
-        chosen, rejected, _ = batch_logprobs(model, pairs[start:start + batch_size], pad_token_id, padding_side, lean)
+        chosen, rejected, _ = batch_logprobs(model, pairs[start:start + batch_size], pad_token_id, padding_side, mode)
         out.append(torch.stack([chosen, rejected], dim=-1).float().cpu())
     model.train(was_training)
     return torch.cat(out)
@@ -126,12 +144,12 @@ class DPOTrainer:
                 raise RuntimeError("reference log-probs must be computed before the first update")
             cfg = self.config
             self.reference_logps = compute_reference_logprobs(
-                self.model, self.pairs, self.pad_id, cfg.micro_batch_size or cfg.batch_size, cfg.padding_side, cfg.lean_logits)
+                self.model, self.pairs, self.pad_id, cfg.micro_batch_size or cfg.batch_size, cfg.padding_side, cfg.logprob_mode)
 
     def _pair_loss(self, chunk: list[int], metrics: Metrics) -> torch.Tensor:
         cfg = self.config
         chosen, rejected, n_chosen_tokens = batch_logprobs(
-            self.model, [self.pairs[i] for i in chunk], self.pad_id, cfg.padding_side, cfg.lean_logits)
+            self.model, [self.pairs[i] for i in chunk], self.pad_id, cfg.padding_side, cfg.logprob_mode, cfg.logits_chunk_size)
         if cfg.objective == "sft":
             losses = -chosen / n_chosen_tokens.to(chosen.device)
             metrics.add({"loss": losses, "logps/chosen": chosen, "logps/rejected": rejected})

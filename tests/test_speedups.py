@@ -36,16 +36,36 @@ def test_lean_logprobs_match_full_logits_in_value_and_gradient(make_model, chunk
     assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
 
 
-def test_training_step_is_the_same_with_and_without_lean_logits():
+@pytest.mark.parametrize("share_prompt, lean_logits", [(False, True), (True, True)])
+def test_training_step_is_the_same_with_each_speedup(share_prompt, lean_logits):
     from dpo_utils.trainer import DPOConfig, DPOTrainer
     from tests.test_trainer import TinyTokenizer, make_pairs
 
     models = []
-    for lean in (False, True):
+    for options in ({"share_prompt": False, "lean_logits": False}, {"share_prompt": share_prompt, "lean_logits": lean_logits}):
         model = tiny_llama()
-        trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(beta=0.5, learning_rate=1e-2, lean_logits=lean))
-        row = trainer.train_step()
-        models.append((model, row["loss"]))
-    assert abs(models[0][1] - models[1][1]) < 1e-6
+        trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(beta=0.5, learning_rate=1e-2, **options))
+        rows = [trainer.train_step() for _ in range(2)]
+        models.append((model, rows[-1]["loss"]))
+    assert abs(models[0][1] - models[1][1]) < 1e-5
     for p, q in zip(models[0][0].parameters(), models[1][0].parameters()):
-        assert torch.allclose(p, q, atol=1e-6)
+        assert torch.allclose(p, q, atol=1e-5)
+
+
+@pytest.mark.parametrize("make_model", [tiny_llama, tiny_gpt2])
+def test_shared_prompt_matches_two_full_sequences_in_value_and_gradient(make_model):
+    from dpo_utils.data import TokenizedPair, collate_pairs, collate_shared_prompt
+    from dpo_utils.logprobs import shared_prompt_logprobs
+
+    pairs = [TokenizedPair([5, 6, 7], [8, 9, 2], [10, 2]), TokenizedPair([11], [12, 13, 14, 15, 2], [16, 17, 2])]
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    full, shared = make_model(), make_model()
+    batch = collate_pairs(pairs, 0)
+    a = model_sequence_logprobs(full, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    s = collate_shared_prompt(pairs, 0)
+    b = shared_prompt_logprobs(shared, s["prompt_ids"], s["prompt_mask"], s["completion_ids"], s["completion_mask"], chunk_size=3)
+    (a * weights).sum().backward()
+    (b * weights).sum().backward()
+    assert torch.allclose(a, b, atol=1e-5)
+    for p, q in zip(full.parameters(), shared.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5)
