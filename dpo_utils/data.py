@@ -155,12 +155,11 @@ def prepare_preference_data(
     return pairs, report
 
 
-def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
-    """One batch of ``2B`` sequences, chosen rows first then rejected, padded to one length.
+def collate_sequences(rows: list[tuple[list[int], list[int]]], pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad ``(prompt_ids, completion_ids)`` rows to one length.
 
     Returns ``input_ids``, ``attention_mask`` and ``completion_mask`` (1 on completion tokens).
     """
-    rows = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [(p.prompt_ids, p.rejected_ids) for p in pairs]
     length = max(len(prompt) + len(completion) for prompt, completion in rows)
     ids, attention, completion_mask = [], [], []
     for prompt, completion in rows:
@@ -170,6 +169,12 @@ def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int, padding_side: s
             out.append([pad] * n_pad + part if padding_side == "left" else part + [pad] * n_pad)
     return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(attention),
             "completion_mask": torch.tensor(completion_mask)}
+
+
+def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """One batch of ``2B`` sequences, chosen rows first then rejected (see :func:`collate_sequences`)."""
+    rows = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [(p.prompt_ids, p.rejected_ids) for p in pairs]
+    return collate_sequences(rows, pad_token_id, padding_side)
 
 
 def collate_shared_prompt(pairs: list[TokenizedPair], pad_token_id: int) -> dict[str, torch.Tensor]:

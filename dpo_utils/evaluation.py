@@ -17,8 +17,8 @@ import statistics
 import torch
 from tqdm.auto import tqdm
 
-from dpo_utils.data import TokenizedPair
-from dpo_utils.trainer import batch_logprobs
+from dpo_utils.data import collate_sequences
+from dpo_utils.logprobs import completion_logprobs_lean
 
 
 def prompt_text(tokenizer, prompt) -> str:
@@ -32,7 +32,7 @@ def prompt_text(tokenizer, prompt) -> str:
 def sample_completions(model, tokenizer, prompts, n_samples=1, max_new_tokens=48, seed=0, batch_size=16):
     """Sample ``n_samples`` completions per prompt from ``model`` at temperature 1 (fixed ``seed``).
 
-    Returns a list of :class:`TokenizedPair`-like tuples ``(prompt_index, prompt_ids, completion_ids, text)``.
+    Returns a list of tuples ``(prompt_index, prompt_ids, completion_ids, text)``.
     """
     model.eval()
     tokenizer.padding_side = "left"
@@ -66,11 +66,11 @@ def _cut_after_eos(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
 def sequence_logprobs_of(model, samples, pad_token_id, batch_size=16) -> torch.Tensor:
     """Log-probs of sampled completions under ``model`` (samples from :func:`sample_completions`)."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     for start in range(0, len(samples), batch_size):
-        chunk = [TokenizedPair(p, c, c) for _, p, c, _ in samples[start:start + batch_size]]
-        chosen, _, _ = batch_logprobs(model, chunk, pad_token_id, mode="lean")
-        out.append(chosen.float().cpu())
+        batch = collate_sequences([(p, c) for _, p, c, _ in samples[start:start + batch_size]], pad_token_id)
+        out.append(completion_logprobs_lean(model, *(batch[k].to(device) for k in batch)).float().cpu())
     return torch.cat(out)
 
 

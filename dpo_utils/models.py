@@ -114,7 +114,7 @@ def resolve_model_path(name_or_path: str, fallback: bool = True) -> str:
         try:
             from huggingface_hub import snapshot_download
 
-            return snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+            return snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"])
         except Exception as error:  # no network, unknown repo, rate limit...
             if not fallback:
                 raise ModelNotAvailableError(f"could not fetch {name_or_path!r}: {error}") from error
