@@ -96,16 +96,27 @@ def validate_row(row: dict, index: int, source: str = "data") -> dict:
     return checked
 
 
-def _split_conversation(tokenizer, prompt: list, completion: list) -> tuple[str, str]:
-    """Prompt text (with the generation prompt) and the completion text that the template appends."""
+def render_prompt(tokenizer, prompt) -> str:
+    """The text a model continues: plain strings as they are, message lists through the chat template."""
+    if isinstance(prompt, str):
+        return prompt
     if getattr(tokenizer, "chat_template", None) is None:
         raise PreferenceDataError("conversational data needs a tokenizer with a chat template; "
                                   "set tokenizer.chat_template or use plain-string rows")
-    prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-    full_text = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
-    if not full_text.startswith(prompt_text):
-        raise PreferenceDataError("the chat template does not render the prompt as a prefix of prompt + answer")
-    return prompt_text, full_text[len(prompt_text):]
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+
+
+def _completion_texts(tokenizer, row: dict, prompt_text: str) -> list[str]:
+    """Chosen and rejected as the text that follows ``prompt_text`` (EOS included)."""
+    if isinstance(row["prompt"], str):
+        return [row[name] + tokenizer.eos_token for name in ("chosen", "rejected")]
+    texts = []
+    for name in ("chosen", "rejected"):
+        full_text = tokenizer.apply_chat_template(row["prompt"] + row[name], tokenize=False)
+        if not full_text.startswith(prompt_text):
+            raise PreferenceDataError("the chat template does not render the prompt as a prefix of prompt + answer")
+        texts.append(full_text[len(prompt_text):])
+    return texts
 
 
 def tokenize_row(row: dict, tokenizer, max_prompt_length: int, max_completion_length: int) -> TokenizedPair:
@@ -114,16 +125,12 @@ def tokenize_row(row: dict, tokenizer, max_prompt_length: int, max_completion_le
     Plain strings get EOS appended to the completions. A prompt longer than
     ``max_prompt_length`` tokens is refused; completions are cut to ``max_completion_length``.
     """
-    if isinstance(row["prompt"], str):
-        prompt_text = row["prompt"]
-        completions = [row["chosen"] + tokenizer.eos_token, row["rejected"] + tokenizer.eos_token]
-    else:
-        prompt_text, chosen = _split_conversation(tokenizer, row["prompt"], row["chosen"])
-        completions = [chosen, _split_conversation(tokenizer, row["prompt"], row["rejected"])[1]]
+    prompt_text = render_prompt(tokenizer, row["prompt"])
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     if len(prompt_ids) > max_prompt_length:
         raise PreferenceDataError(f"field 'prompt': {len(prompt_ids)} tokens, longer than max_prompt_length={max_prompt_length}")
-    chosen_ids, rejected_ids = (tokenizer(c, add_special_tokens=False)["input_ids"][:max_completion_length] for c in completions)
+    chosen_ids, rejected_ids = (tokenizer(c, add_special_tokens=False)["input_ids"][:max_completion_length]
+                                for c in _completion_texts(tokenizer, row, prompt_text))
     if chosen_ids == rejected_ids:
         raise PreferenceDataError(f"fields 'chosen'/'rejected': identical after truncation to {max_completion_length} tokens")
     return TokenizedPair(prompt_ids, chosen_ids, rejected_ids)

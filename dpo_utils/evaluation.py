@@ -17,15 +17,8 @@ import statistics
 import torch
 from tqdm.auto import tqdm
 
-from dpo_utils.data import collate_sequences
+from dpo_utils.data import collate_sequences, render_prompt
 from dpo_utils.logprobs import completion_logprobs_lean
-
-
-def prompt_text(tokenizer, prompt) -> str:
-    """The text a model continues: chat template applied to message lists, plain strings as is."""
-    if isinstance(prompt, str):
-        return prompt
-    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
 
 
 @torch.no_grad()
@@ -36,7 +29,7 @@ def sample_completions(model, tokenizer, prompts, n_samples=1, max_new_tokens=48
     """
     model.eval()
     tokenizer.padding_side = "left"
-    jobs = [(i, prompt_text(tokenizer, p)) for i, p in enumerate(prompts) for _ in range(n_samples)]
+    jobs = [(i, render_prompt(tokenizer, p)) for i, p in enumerate(prompts) for _ in range(n_samples)]
     torch.manual_seed(seed)
     results = []
     for start in tqdm(range(0, len(jobs), batch_size), desc="sampling", leave=False):

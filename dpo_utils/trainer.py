@@ -95,13 +95,14 @@ def batch_logprobs(model, pairs: list[TokenizedPair], pad_token_id: int, padding
 
 
 @torch.no_grad()
-def compute_reference_logprobs(model, pairs, pad_token_id, batch_size=8, padding_side="right", mode="shared") -> torch.Tensor:
+def compute_reference_logprobs(model, pairs, pad_token_id, batch_size=8, padding_side="right", mode="shared",
+                               chunk_size=256) -> torch.Tensor:
     """``(n_pairs, 2)`` log-probs of chosen and rejected under the (frozen) reference model."""
     was_training = model.training
     model.eval()
     out = []
     for start in tqdm(range(0, len(pairs), batch_size), desc="reference log-probs", leave=False):
-        chosen, rejected, _ = batch_logprobs(model, pairs[start:start + batch_size], pad_token_id, padding_side, mode)
+        chosen, rejected, _ = batch_logprobs(model, pairs[start:start + batch_size], pad_token_id, padding_side, mode, chunk_size)
         out.append(torch.stack([chosen, rejected], dim=-1).float().cpu())
     model.train(was_training)
     return torch.cat(out)
@@ -144,7 +145,8 @@ class DPOTrainer:
                 raise RuntimeError("reference log-probs must be computed before the first update")
             cfg = self.config
             self.reference_logps = compute_reference_logprobs(
-                self.model, self.pairs, self.pad_id, cfg.micro_batch_size or cfg.batch_size, cfg.padding_side, cfg.logprob_mode)
+                self.model, self.pairs, self.pad_id, cfg.micro_batch_size or cfg.batch_size, cfg.padding_side, cfg.logprob_mode,
+                cfg.logits_chunk_size)
 
     def _pair_loss(self, chunk: list[int], metrics: Metrics) -> torch.Tensor:
         cfg = self.config
