@@ -22,17 +22,32 @@ ipo       :math:`\left(h_w - h_l - \frac{1}{2\beta}\right)^2`                 Az
 hinge     :math:`\max(0,\ 1 - u)`                                           Zhao et al. 2023 (SLiC)
 ========  ================================================================  =======================
 
-Conventions follow TRL's ``DPOTrainer`` so numbers compare one to one.
+Two **reference-free** variants score each completion by its *average* token log-prob
+:math:`\bar\ell = \log\pi_\theta(y|x)/|y|` (no :math:`\pi_{ref}`, no second model):
+
+========  ================================================================  =======================
+simpo     :math:`-\log\sigma\big(\beta(\bar\ell_w - \bar\ell_l) - \gamma\big)`           Meng et al. 2024
+orpo      :math:`-\bar\ell_w - \lambda\log\sigma\big(\log\frac{odds_w}{odds_l}\big)`,
+          :math:`odds = e^{\bar\ell}/(1-e^{\bar\ell})`                            Hong et al. 2024
+========  ================================================================  =======================
+
+and :func:`preference_loss` adds the third: DPO plus a weighted NLL term on the chosen
+completion (``nll_weight``; "RPO", Pang et al. 2024), which keeps chosen log-probs from falling.
+
+Conventions follow TRL (``DPOTrainer``; ``CPOTrainer`` for SimPO; ``ORPOTrainer``) so numbers
+compare one to one.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 LOSS_TYPES = ("sigmoid", "robust", "ipo", "hinge")
+OBJECTIVES = ("dpo", "sft", "simpo", "orpo")  # what :func:`preference_loss` can train
 
 
 @dataclass
@@ -109,6 +124,73 @@ def dpo_loss(
         chosen_rewards=(beta * chosen_logratios).detach(),
         rejected_rewards=(beta * rejected_logratios).detach(),
     )
+
+
+def simpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, beta: float = 2.0,
+               gamma: float = 0.5) -> DPOLossOutput:
+    r"""SimPO: :math:`-\log\sigma(\beta(\bar\ell_w - \bar\ell_l) - \gamma)` on average log-probs.
+
+    No reference model; the margin :math:`\gamma` asks the chosen average log-prob to beat the
+    rejected one by :math:`\gamma/\beta` nats per token. Rewards are :math:`\beta\bar\ell`.
+    (TRL: ``CPOTrainer`` with ``loss_type="simpo"``, ``simpo_gamma=gamma``, ``cpo_alpha=0``.)
+    """
+    _check_positive(beta=beta)
+    _check_no_nan(chosen_avg_logps=chosen_avg_logps, rejected_avg_logps=rejected_avg_logps)
+    losses = -F.logsigmoid(beta * (chosen_avg_logps - rejected_avg_logps) - gamma)
+    return DPOLossOutput(losses, (beta * chosen_avg_logps).detach(), (beta * rejected_avg_logps).detach())
+
+
+def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, lam: float = 0.1) -> DPOLossOutput:
+    r"""ORPO: NLL of the chosen completion plus :math:`\lambda` times the odds-ratio loss.
+
+    Both terms use average token log-probs :math:`\bar\ell`; the odds of a completion are
+    :math:`e^{\bar\ell}/(1 - e^{\bar\ell})`. No reference model and no separate SFT stage.
+    Rewards are :math:`\lambda\bar\ell` (TRL's ``ORPOTrainer`` logs the same, with ``beta`` = λ).
+    """
+    _check_positive(lam=lam)
+    _check_no_nan(chosen_avg_logps=chosen_avg_logps, rejected_avg_logps=rejected_avg_logps)
+    log_odds = (chosen_avg_logps - rejected_avg_logps) - (_log1mexp(chosen_avg_logps) - _log1mexp(rejected_avg_logps))
+    losses = -chosen_avg_logps - lam * F.logsigmoid(log_odds)
+    return DPOLossOutput(losses, (lam * chosen_avg_logps).detach(), (lam * rejected_avg_logps).detach())
+
+
+def preference_loss(objective: str, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
+                    ref_chosen_logps=None, ref_rejected_logps=None, beta: float = 0.1, loss_type: str = "sigmoid",
+                    label_smoothing: float = 0.0, nll_weight: float = 0.0, simpo_gamma: float = 0.5) -> DPOLossOutput:
+    """One entry point for every objective, from summed log-probs and completion lengths (tokens).
+
+    ``objective``: ``dpo`` (:func:`dpo_loss` with ``loss_type``; plus ``nll_weight`` times the
+    chosen per-token NLL when ``nll_weight > 0``), ``sft`` (chosen per-token NLL: Preferred-FT),
+    ``simpo`` (:func:`simpo_loss`, ``beta`` and ``simpo_gamma``) or ``orpo`` (:func:`orpo_loss`,
+    ``beta`` as :math:`\lambda`). Only ``dpo`` uses the reference log-probs.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r}: choose one of {OBJECTIVES}")
+    chosen_avg, rejected_avg = chosen_logps / chosen_lengths, rejected_logps / rejected_lengths
+    if objective == "simpo":
+        return simpo_loss(chosen_avg, rejected_avg, beta, simpo_gamma)
+    if objective == "orpo":
+        return orpo_loss(chosen_avg, rejected_avg, beta)
+    if objective == "sft":
+        zero = torch.zeros_like(chosen_avg).detach()
+        return DPOLossOutput(-chosen_avg, zero, zero)
+    if ref_chosen_logps is None or ref_rejected_logps is None:
+        raise ValueError("objective='dpo' needs the reference log-probs")
+    out = dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, loss_type, label_smoothing)
+    if nll_weight:
+        out.losses = out.losses - nll_weight * chosen_avg
+    return out
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """:math:`\log(1 - e^x)` for :math:`x < 0`, stable on both sides of :math:`-\log 2`."""
+    return torch.where(x < -math.log(2), torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
 
 
 def _check_no_nan(**logps: torch.Tensor) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dpo_utils.losses import dpo_loss
+from dpo_utils.losses import preference_loss
 
 
 @dataclass
@@ -76,8 +76,12 @@ def total_variation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return 0.5 * (p - q).abs().sum(-1).mean()
 
 
-def tabular_dpo_loss(policy_logits: torch.Tensor, ref_probs: torch.Tensor, counts: torch.Tensor, beta: float, **loss_kwargs) -> torch.Tensor:
-    """Count-weighted mean of :func:`dpo_utils.losses.dpo_loss` over every ``(p, w, l)`` cell."""
+def tabular_dpo_loss(policy_logits: torch.Tensor, ref_probs: torch.Tensor, counts: torch.Tensor, beta: float,
+                     objective: str = "dpo", **loss_kwargs) -> torch.Tensor:
+    """Count-weighted mean of :func:`dpo_utils.losses.preference_loss` over every ``(p, w, l)`` cell.
+
+    Each response is one token long here, so average and summed log-probs coincide.
+    """
     logp = torch.log_softmax(policy_logits, dim=-1)
     ref_logp = torch.log(ref_probs)
     n_responses = logp.shape[-1]
@@ -85,7 +89,8 @@ def tabular_dpo_loss(policy_logits: torch.Tensor, ref_probs: torch.Tensor, count
     rejected = logp[:, None, :].expand(-1, n_responses, -1)
     ref_chosen = ref_logp[:, :, None].expand(-1, -1, n_responses)
     ref_rejected = ref_logp[:, None, :].expand(-1, n_responses, -1)
-    out = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=beta, **loss_kwargs)
+    ones = torch.ones_like(chosen)
+    out = preference_loss(objective, chosen, rejected, ones, ones, ref_chosen, ref_rejected, beta=beta, **loss_kwargs)
     return (counts * out.losses).sum() / counts.sum()
 
 
@@ -100,7 +105,8 @@ def train_tabular_dpo(
 ) -> tuple[torch.Tensor, list[dict]]:
     """Train a softmax table, initialised at the reference, with full-batch Adam on the DPO loss.
 
-    ``loss_kwargs`` go to :func:`dpo_utils.losses.dpo_loss` (``loss_type``, ``label_smoothing``).
+    ``loss_kwargs`` go to :func:`dpo_utils.losses.preference_loss` (``objective``, ``loss_type``,
+    ``label_smoothing``, ``nll_weight``, ``simpo_gamma``).
     Returns the final policy probabilities and a history of ``loss``, ``kl`` and ``max_prob``
     per step, plus ``tv`` (total variation to ``target``) when a target policy is given.
     """

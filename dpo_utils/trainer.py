@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from dpo_utils.data import TokenizedPair, collate_pairs, collate_shared_prompt
 from dpo_utils.logprobs import completion_logprobs_lean, model_sequence_logprobs, shared_prompt_logprobs
-from dpo_utils.losses import dpo_loss
+from dpo_utils.losses import OBJECTIVES, preference_loss
 
 
 @dataclass
@@ -37,7 +37,9 @@ class DPOConfig:
     beta: float = 0.1
     loss_type: str = "sigmoid"
     label_smoothing: float = 0.0
-    objective: str = "dpo"  # "dpo", or "sft" for Preferred-FT (cross-entropy on chosen)
+    objective: str = "dpo"  # "dpo"; "sft" (Preferred-FT); reference-free "simpo", "orpo" (beta = ORPO's lambda)
+    nll_weight: float = 0.0  # DPO + nll_weight x chosen NLL per token ("RPO"); dpo only
+    simpo_gamma: float = 0.5  # SimPO's target margin
     learning_rate: float = 5e-6
     batch_size: int = 8
     micro_batch_size: int | None = None  # pairs per forward; None = batch_size
@@ -51,6 +53,12 @@ class DPOConfig:
     share_prompt: bool = True  # prompt computed once for chosen and rejected (prefix sharing)
     lean_logits: bool = True  # LM head only on completion positions, chunked (same numbers, less memory)
     logits_chunk_size: int = 256  # completion positions per LM-head chunk
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective={self.objective!r}: choose one of {OBJECTIVES}")
+        if self.nll_weight and self.objective != "dpo":
+            raise ValueError("nll_weight adds an NLL term to DPO; use it with objective='dpo'")
 
     @property
     def logprob_mode(self) -> str:
@@ -79,18 +87,19 @@ def batch_logprobs(model, pairs: list[TokenizedPair], pad_token_id: int, padding
     ``mode``: ``"full"`` (logits everywhere, :func:`~dpo_utils.logprobs.model_sequence_logprobs`),
     ``"lean"`` (LM head on completion tokens only) or ``"shared"`` (lean, and each prompt computed
     once for both completions). All three give the same values and gradients.
-    Returns ``(chosen, rejected, chosen_token_counts)``.
+    Returns ``(chosen, rejected, token_counts)``; ``token_counts`` has the completion lengths
+    of all ``2B`` sequences, chosen first.
     """
     device = next(model.parameters()).device
     if mode == "shared":
         batch = {k: v.to(device) for k, v in collate_shared_prompt(pairs, pad_token_id).items()}
         logps = shared_prompt_logprobs(model, *batch.values(), chunk_size=chunk_size)
-        counts = batch["completion_mask"][: len(pairs)].sum(-1)
+        counts = batch["completion_mask"].sum(-1)
     else:
         batch = collate_pairs(pairs, pad_token_id, padding_side)
         tensors = [batch[k].to(device) for k in ("input_ids", "attention_mask", "completion_mask")]
         logps = completion_logprobs_lean(model, *tensors, chunk_size=chunk_size) if mode == "lean" else model_sequence_logprobs(model, *tensors)
-        counts = tensors[2][: len(pairs)].sum(-1)
+        counts = tensors[2].sum(-1)
     return logps[: len(pairs)], logps[len(pairs):], counts
 
 
@@ -150,17 +159,19 @@ class DPOTrainer:
 
     def _pair_loss(self, chunk: list[int], metrics: Metrics) -> torch.Tensor:
         cfg = self.config
-        chosen, rejected, n_chosen_tokens = batch_logprobs(
+        chosen, rejected, counts = batch_logprobs(
             self.model, [self.pairs[i] for i in chunk], self.pad_id, cfg.padding_side, cfg.logprob_mode, cfg.logits_chunk_size)
-        if cfg.objective == "sft":
-            losses = -chosen / n_chosen_tokens.to(chosen.device)
-            metrics.add({"loss": losses, "logps/chosen": chosen, "logps/rejected": rejected})
-            return losses.sum()
-        ref = self.reference_logps[chunk].to(chosen.device)
-        out = dpo_loss(chosen, rejected, ref[:, 0], ref[:, 1], beta=cfg.beta, loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing)
-        metrics.add({"loss": out.losses, "rewards/chosen": out.chosen_rewards, "rewards/rejected": out.rejected_rewards,
-                     "rewards/accuracies": (out.margins > 0).float(), "rewards/margins": out.margins,
-                     "logps/chosen": chosen, "logps/rejected": rejected})
+        counts = counts.to(chosen.device)
+        ref_chosen = ref_rejected = None
+        if cfg.objective == "dpo":
+            ref_chosen, ref_rejected = self.reference_logps[chunk].to(chosen.device).unbind(-1)
+        out = preference_loss(cfg.objective, chosen, rejected, counts[: len(chunk)], counts[len(chunk):], ref_chosen, ref_rejected,
+                              cfg.beta, cfg.loss_type, cfg.label_smoothing, cfg.nll_weight, cfg.simpo_gamma)
+        values = {"loss": out.losses, "logps/chosen": chosen, "logps/rejected": rejected}
+        if cfg.objective != "sft":
+            values |= {"rewards/chosen": out.chosen_rewards, "rewards/rejected": out.rejected_rewards,
+                       "rewards/accuracies": (out.margins > 0).float(), "rewards/margins": out.margins}
+        metrics.add(values | {"length/chosen": counts[: len(chunk)], "length/rejected": counts[len(chunk):]})
         return out.losses.sum()
 
     def train_step(self) -> dict:
