@@ -106,7 +106,7 @@ def render_prompt(tokenizer, prompt) -> str:
     return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
 
 
-def _completion_texts(tokenizer, row: dict, prompt_text: str) -> list[str]:
+def completion_texts(tokenizer, row: dict, prompt_text: str) -> list[str]:
     """Chosen and rejected as the text that follows ``prompt_text`` (EOS included)."""
     if isinstance(row["prompt"], str):
         return [row[name] + tokenizer.eos_token for name in ("chosen", "rejected")]
@@ -130,7 +130,7 @@ def tokenize_row(row: dict, tokenizer, max_prompt_length: int, max_completion_le
     if len(prompt_ids) > max_prompt_length:
         raise PreferenceDataError(f"field 'prompt': {len(prompt_ids)} tokens, longer than max_prompt_length={max_prompt_length}")
     chosen_ids, rejected_ids = (tokenizer(c, add_special_tokens=False)["input_ids"][:max_completion_length]
-                                for c in _completion_texts(tokenizer, row, prompt_text))
+                                for c in completion_texts(tokenizer, row, prompt_text))
     if chosen_ids == rejected_ids:
         raise PreferenceDataError(f"fields 'chosen'/'rejected': identical after truncation to {max_completion_length} tokens")
     return TokenizedPair(prompt_ids, chosen_ids, rejected_ids)

@@ -1,0 +1,161 @@
+"""Check preference data before training, and print a short report.
+
+Each check catches a problem that otherwise shows up much later as a strange training curve:
+
+==================  ========  ===================================================================
+check               severity  what goes wrong in training
+==================  ========  ===================================================================
+invalid             error     a field is missing, empty or of the wrong type
+identical           error     chosen == rejected: the pair has zero gradient and teaches nothing
+prompt_too_long     error     the prompt alone exceeds ``max_prompt_length``
+no_pad_token        error     batches cannot be padded
+pad_is_eos          warning   code that masks pad tokens also masks EOS: the model never learns to stop
+no_eos              warning   a completion has no EOS token: the model is not taught to stop
+truncated           warning   a completion is cut at ``max_completion_length`` (and loses its EOS)
+boundary            warning   tokenized together, prompt and completion merge tokens at their border
+contradictory       warning   the same pair appears with chosen and rejected swapped (loss stays near log 2)
+duplicate           warning   the same row appears more than once
+length_bias         warning   chosen is longer (or shorter) in most pairs: DPO can learn length, not quality
+==================  ========  ===================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+
+from dpo_utils.data import PreferenceDataError, completion_texts, load_preference_rows, render_prompt, validate_row
+
+
+@dataclass
+class Finding:
+    """One problem: which check found it, how bad it is, and the rows concerned (0-based)."""
+
+    check: str
+    severity: str  # "error" or "warning"
+    message: str
+    rows: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DataReport:
+    """What :func:`check_preference_data` found, with length statistics of the usable rows."""
+
+    source: str
+    n_rows: int
+    findings: list[Finding]
+    stats: dict
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing would make training fail or silently wrong (warnings allowed)."""
+        return not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def checks_failed(self) -> set[str]:
+        return {f.check for f in self.findings}
+
+    def __str__(self) -> str:
+        counts = Counter(f.severity for f in self.findings)
+        lines = [f"Checked {self.n_rows} rows of {self.source}: {counts['error']} errors, {counts['warning']} warnings"]
+        for f in self.findings:
+            where = f" (rows {_row_list(f.rows)})" if f.rows else ""
+            lines.append(f"  {f.severity.upper():7s} {f.check}{where}: {f.message}")
+        if self.stats:
+            s = self.stats
+            lines.append(f"  lengths: chosen {s['chosen_tokens']:.1f}, rejected {s['rejected_tokens']:.1f} tokens on average; chosen "
+                         f"longer in {s['chosen_longer']:.0%}, shorter in {s['chosen_shorter']:.0%} of pairs")
+        return "\n".join(lines)
+
+
+def _row_list(rows: list[int], shown: int = 5) -> str:
+    text = ", ".join(map(str, rows[:shown]))
+    return text + (f" and {len(rows) - shown} more" if len(rows) > shown else "")
+
+
+def check_tokenizer(tokenizer) -> list[Finding]:
+    """Pad and EOS tokens: present, and distinct."""
+    if tokenizer.pad_token_id is None:
+        return [Finding("no_pad_token", "error", "the tokenizer has no pad token; call dpo_utils.models.ensure_pad_token")]
+    if tokenizer.pad_token_id == tokenizer.eos_token_id:
+        return [Finding("pad_is_eos", "warning", f"pad token == EOS ({tokenizer.eos_token!r}): masking pad tokens by id also "
+                        "masks every EOS; use a distinct pad token (dpo_utils.models.ensure_pad_token)")]
+    return []
+
+
+def check_preference_data(source, tokenizer, max_prompt_length: int = 256, max_completion_length: int = 256,
+                          length_bias_threshold: float = 0.7, min_pairs_for_bias: int = 8) -> DataReport:
+    """Run every check on ``source`` (JSONL path, ``datasets.Dataset`` or list of rows)."""
+    rows, name = load_preference_rows(source)
+    found: dict[tuple[str, str, str], list[int]] = {}
+    add = lambda check, severity, message, row: found.setdefault((check, severity, message), []).append(row)
+    lengths, seen = [], {}
+    for index, row in enumerate(rows):
+        try:
+            checked = validate_row(row, index, name)
+        except PreferenceDataError as error:
+            identical = "identical" in str(error)
+            add("identical" if identical else "invalid", "error",
+                "chosen and rejected are the same" if identical else str(error).removeprefix(f"{name}, row {index}, "), index)
+            continue
+        problems, row_lengths = _row_problems(checked, tokenizer, max_prompt_length, max_completion_length)
+        for problem in problems:
+            add(*problem, index)
+        _track_repeats(checked, index, seen, add)
+        lengths += [row_lengths] if row_lengths else []
+    findings = check_tokenizer(tokenizer) + [Finding(c, s, m, r) for (c, s, m), r in found.items()]
+    stats = _length_stats(lengths)
+    differing = stats.get("chosen_longer", 0) + stats.get("chosen_shorter", 0)
+    if differing * len(lengths) >= min_pairs_for_bias:  # enough pairs whose lengths differ to call it a bias
+        longer = stats["chosen_longer"] / differing
+        if max(longer, 1 - longer) >= length_bias_threshold:
+            side, share = ("longer", longer) if longer > 0.5 else ("shorter", 1 - longer)
+            findings.append(Finding("length_bias", "warning", f"where lengths differ, chosen is {side} than rejected in {share:.0%} "
+                                    "of pairs: DPO can learn length instead of quality (SimPO's length normalisation or "
+                                    "length-matched pairs help)"))
+    return DataReport(name, len(rows), findings, stats)
+
+
+def _row_problems(row, tokenizer, max_prompt_length, max_completion_length):
+    """``(check, severity, message)`` for each problem of one valid row, and its completion lengths."""
+    try:
+        prompt_text = render_prompt(tokenizer, row["prompt"])
+        completions = completion_texts(tokenizer, row, prompt_text)
+    except PreferenceDataError as error:
+        return [("invalid", "error", str(error))], None
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+    prompt_ids, problems, lengths = encode(prompt_text), [], []
+    if len(prompt_ids) > max_prompt_length:
+        problems.append(("prompt_too_long", "error", f"prompt longer than max_prompt_length={max_prompt_length} tokens"))
+    for label, text in zip(("chosen", "rejected"), completions):
+        ids = encode(text)
+        lengths.append(len(ids))
+        if tokenizer.eos_token_id not in ids:
+            problems.append(("no_eos", "warning", f"{label} has no EOS token"))
+        elif len(ids) > max_completion_length:
+            problems.append(("truncated", "warning", f"{label} is cut at max_completion_length={max_completion_length} tokens, losing its EOS"))
+        if encode(prompt_text + text)[: len(prompt_ids)] != prompt_ids:
+            problems.append(("boundary", "warning", "prompt + completion tokenized together merge tokens across the border "
+                             "(often a trailing space in the prompt); tokenize them separately"))
+    return list(dict.fromkeys(problems)), tuple(lengths)
+
+
+def _track_repeats(row, index, seen, add) -> None:
+    key = lambda a, b: json.dumps([row["prompt"], a, b], sort_keys=True)
+    same, swapped = key(row["chosen"], row["rejected"]), key(row["rejected"], row["chosen"])
+    if same in seen:
+        add("duplicate", "warning", "repeats an earlier row", index)
+    if swapped in seen:
+        add("contradictory", "warning", "the same pair with chosen and rejected swapped appears earlier", index)
+    seen.setdefault(same, index)
+
+
+def _length_stats(lengths: list[tuple[int, int]]) -> dict:
+    if not lengths:
+        return {}
+    return {"chosen_tokens": statistics.fmean(c for c, _ in lengths),
+            "rejected_tokens": statistics.fmean(r for _, r in lengths),
+            "chosen_longer": statistics.fmean(float(c > r) for c, r in lengths),
+            "chosen_shorter": statistics.fmean(float(c < r) for c, r in lengths)}
