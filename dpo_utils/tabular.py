@@ -127,3 +127,17 @@ def train_tabular_dpo(
                 row["tv"] = total_variation(policy, target).item()
             history.append(row)
     return torch.softmax(logits.detach(), dim=-1), history
+
+
+def frontier_reward_at_kl(problem: TabularProblem, kl: float, iterations: int = 80) -> float:
+    """The best expected reward any policy can reach at ``kl`` nats from the reference.
+
+    That is the reward of :math:`\\pi^*_\\beta` for the :math:`\\beta` whose KL equals ``kl``
+    (KL falls monotonically as :math:`\\beta` grows), found by bisection on :math:`\\log\\beta`.
+    """
+    low, high = -8.0, 8.0  # log beta
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        policy = optimal_policy(problem.ref_probs, problem.reward, float(torch.exp(torch.tensor(middle))))
+        low, high = (middle, high) if kl_divergence(policy, problem.ref_probs) > kl else (low, middle)
+    return expected_reward(policy, problem.reward).item()

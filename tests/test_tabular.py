@@ -51,3 +51,16 @@ def test_deterministic_preferences_make_dpo_greedy_but_ipo_stays_bounded():
     ipo, _ = train_tabular_dpo(pb, counts, beta, steps=2000, lr=0.05, loss_type="ipo")
     assert dpo.max(-1).values.min() > 0.99  # every prompt collapses onto one response
     assert kl_divergence(ipo, pb.ref_probs) < 0.5 * kl_divergence(dpo, pb.ref_probs)
+
+
+def test_frontier_reward_at_kl_recovers_pi_star_and_bounds_other_policies():
+    from dpo_utils.tabular import expected_reward, frontier_reward_at_kl
+
+    pb = make_problem(seed=0)
+    for beta in (0.2, 1.0, 4.0):
+        pi = optimal_policy(pb.ref_probs, pb.reward, beta)
+        assert abs(frontier_reward_at_kl(pb, kl_divergence(pi, pb.ref_probs).item()) - expected_reward(pi, pb.reward).item()) < 1e-6
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(50):  # no policy beats the frontier at its own KL
+        other = torch.softmax(torch.log(pb.ref_probs) + torch.randn(4, 6, generator=gen, dtype=torch.float64), -1)
+        assert expected_reward(other, pb.reward).item() <= frontier_reward_at_kl(pb, kl_divergence(other, pb.ref_probs).item()) + 1e-9
