@@ -87,3 +87,21 @@ def evaluate_policy(policy, reference, tokenizer, prompts, reward_fn=vader_rewar
     return {"reward": statistics.fmean(rewards), "reward_sem": sem(rewards),
             "kl": log_ratio.mean().item(), "kl_sem": sem(log_ratio.tolist()),
             "samples": [(prompts[i], text, r) for (i, _, _, text), r in zip(samples, rewards)]}
+
+
+@torch.no_grad()
+def heldout_preference_metrics(policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8) -> dict:
+    """DPO loss, implicit-reward accuracy and mean margin on held-out tokenized ``pairs``.
+
+    The reference is ``reference`` when given, else ``policy`` with its LoRA adapters disabled.
+    """
+    from dpo_utils.lora import reference_of
+    from dpo_utils.losses import dpo_loss
+    from dpo_utils.trainer import compute_reference_logprobs
+
+    policy_logps = compute_reference_logprobs(policy, pairs, pad_token_id, batch_size)
+    with reference_of(policy, reference) as ref:
+        ref_logps = compute_reference_logprobs(ref, pairs, pad_token_id, batch_size)
+    out = dpo_loss(policy_logps[:, 0], policy_logps[:, 1], ref_logps[:, 0], ref_logps[:, 1], beta=beta)
+    return {"loss": out.losses.mean().item(), "accuracy": (out.margins > 0).float().mean().item(),
+            "margin": out.margins.mean().item(), "n": len(pairs)}

@@ -1,0 +1,120 @@
+"""Notebook 08's parts: presets, LoRA reference, data splits, held-out metrics, win rate."""
+
+import pytest
+import torch
+
+from dpo_utils.evaluation import heldout_preference_metrics
+from dpo_utils.hub_data import extract_prompt, fits, load_preference_splits, split_by_prompt
+from dpo_utils.judging import win_rate
+from dpo_utils.lora import attach_lora, reference_of, trainable_parameters
+from dpo_utils.presets import PRESETS, SHIPPED_DATASET, pick_preset
+from dpo_utils.trainer import DPOConfig, DPOTrainer, compute_reference_logprobs
+from tests.helpers import tiny_llama
+from tests.test_trainer import TinyTokenizer, make_pairs
+
+
+def test_presets_fit_their_machines_and_the_reduced_size_only_shrinks():
+    assert pick_preset().name == "cpu"  # no GPU here
+    assert PRESETS["t4"].dtype == "float16" and PRESETS["t4"].lora_rank  # no bf16 on a T4
+    assert PRESETS["large-gpu"].dtype == "bfloat16"
+    for preset in PRESETS.values():
+        assert preset.batch_size % preset.micro_batch_size == 0
+    reduced = pick_preset("t4")  # tests run at the reduced size
+    assert (reduced.model, reduced.dtype, reduced.lora_rank) == (PRESETS["t4"].model, "float16", 16)
+    assert reduced.steps < PRESETS["t4"].steps
+    with pytest.raises(ValueError, match="preset"):
+        pick_preset("tpu")
+
+
+def test_lora_reference_is_the_base_model_and_training_moves_only_the_adapter():
+    base = tiny_llama()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    policy, pairs = attach_lora(tiny_llama(), rank=4), make_pairs()
+    trainable, total = trainable_parameters(policy)
+    assert 0 < trainable < total / 2
+    base_logps = compute_reference_logprobs(base, pairs, 0)
+    assert torch.allclose(compute_reference_logprobs(policy, pairs, 0), base_logps, atol=1e-6)  # fresh adapter = base
+    trainer = DPOTrainer(policy, TinyTokenizer(), pairs, DPOConfig(beta=0.5, learning_rate=5e-2, max_steps=3))
+    for _ in range(3):
+        trainer.train_step()
+    assert not torch.allclose(compute_reference_logprobs(policy, pairs, 0), base_logps, atol=1e-4)
+    with reference_of(policy) as reference:
+        assert torch.allclose(compute_reference_logprobs(reference, pairs, 0), base_logps, atol=1e-6)
+    frozen = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in policy.state_dict().items() if "lora_" not in k}
+    assert all(torch.equal(frozen[k], before[k]) for k in before)
+    metrics = heldout_preference_metrics(policy, pairs, 0, beta=0.5)
+    assert metrics["accuracy"] > 0.5 and metrics["loss"] < 0.69  # the pairs it trained on
+
+
+def test_full_fine_tuning_needs_an_explicit_reference():
+    with pytest.raises(ValueError, match="reference"):
+        with reference_of(tiny_llama()):
+            pass
+
+
+def test_implicit_prompts_are_extracted_and_length_filter_drops_long_rows(tmp_path):
+    user, a, b = {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}
+    assert extract_prompt({"chosen": [user, a], "rejected": [user, b]}) == {"prompt": [user], "chosen": [a], "rejected": [b]}
+    explicit = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    assert extract_prompt(explicit) is explicit
+
+    class WordTokenizer:
+        eos_token = "</s>"
+        chat_template = None
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [hash(w) % 1000 for w in text.split()]}
+
+    assert fits({"prompt": "one two", "chosen": "a b", "rejected": "c"}, WordTokenizer(), 4, 4)
+    assert not fits({"prompt": "one two", "chosen": "a b c d e", "rejected": "c"}, WordTokenizer(), 4, 4)
+    assert not fits({"prompt": "p", "chosen": "same", "rejected": "same"}, WordTokenizer(), 4, 4)
+
+
+def test_held_out_prompts_never_appear_in_training():
+    rows = [{"prompt": f"p{i // 2}", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(10)]
+    train, test = split_by_prompt(rows, n_test=3)
+    assert {r["prompt"] for r in train}.isdisjoint({r["prompt"] for r in test})
+    assert len(test) == 4 and len(train) + len(test) == 10  # whole prompts: 2 pairs each
+
+
+def test_shipped_pairs_split_for_the_offline_preset():
+    from transformers import AutoTokenizer
+
+    from dpo_utils.models import ensure_pad_token, offline_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
+    ensure_pad_token(tokenizer)
+    train, test = load_preference_splits(str(SHIPPED_DATASET), tokenizer, 60, 12, 128, 48)
+    assert (len(train), len(test)) == (60, 12)
+    assert {repr(r["prompt"]) for r in train}.isdisjoint({repr(r["prompt"]) for r in test})
+
+
+def test_win_rate_counts_ties_as_half_and_gives_an_interval():
+    result = win_rate([3, 2, 1, 5], [1, 2, 4, 0])
+    assert (result["wins"], result["ties"], result["losses"], result["n"]) == (2, 1, 1, 4)
+    assert result["rate"] == pytest.approx(2.5 / 4)
+    assert result["low"] < result["rate"] < result["high"]
+    many = win_rate([1] * 300 + [0] * 100, [0] * 300 + [1] * 100)
+    assert many["rate"] == 0.75 and many["high"] - many["low"] == pytest.approx(2 * 1.96 * (0.75 * 0.25 / 400) ** 0.5)
+    with pytest.raises(ValueError, match="matched"):
+        win_rate([1, 2], [1])
+
+
+def test_reward_model_judge_scores_each_conversation_the_same_alone_or_in_a_padded_batch(tmp_path):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    from dpo_utils.judging import reward_model_judge
+    from dpo_utils.models import ensure_pad_token, offline_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
+    ensure_pad_token(tokenizer)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    judge = reward_model_judge(str(tmp_path), device="cpu", batch_size=4)
+    prompts = [[{"role": "user", "content": "Rate the film."}]] * 3
+    answers = ["Great.", "A long and winding answer about the film and its many scenes.", "Bad."]
+    together = judge(prompts, answers)
+    alone = [judge(prompts[:1], [answer])[0] for answer in answers]
+    assert len(set(together)) == 3 and together == pytest.approx(alone, abs=1e-5)
