@@ -31,6 +31,7 @@ import time
 
 CONFIGS = {
     "dpo_utils": "reference precomputed, one forward, prompt shared, LM head on completion tokens only",
+    "dpo_utils-compile": "as dpo_utils, with the decoder torch.compile'd (GPU default set only)",
     "dpo_utils-no-sharing": "as dpo_utils, without prompt sharing",
     "dpo_utils-full-logits": "as dpo_utils-no-sharing, with logits at every position",
     "trl-default": "TRL DPOTrainer defaults (reference model forward every step)",
@@ -60,8 +61,8 @@ def run_dpo_utils(model, tokenizer, pairs, args, name):
     from dpo_utils.trainer import DPOConfig, DPOTrainer
 
     config = DPOConfig(beta=0.1, learning_rate=args.lr, batch_size=len(pairs), max_steps=args.steps + 1,
-                       share_prompt=name == "dpo_utils", lean_logits=name != "dpo_utils-full-logits",
-                       logits_chunk_size=args.chunk_size)
+                       share_prompt=name in ("dpo_utils", "dpo_utils-compile"), lean_logits=name != "dpo_utils-full-logits",
+                       logits_chunk_size=args.chunk_size, compile=name == "dpo_utils-compile")
     trainer = DPOTrainer(model, tokenizer, pairs, config)
     start = time.perf_counter()
     trainer.ensure_reference_logps()
@@ -152,7 +153,8 @@ def mfu(result, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS),
+                        help="default: all; dpo_utils-compile only on a GPU (fused AdamW is on by default there)")
     parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up step)")
     parser.add_argument("--pairs", type=int, default=8)
@@ -167,6 +169,7 @@ def main():
         print("RESULT " + json.dumps(worker(args.worker, args)))
         return
     results = []
+    args.configs = args.configs or [c for c in CONFIGS if c != "dpo_utils-compile" or _cuda()]
     for name in args.configs:
         options = {k: v for k, v in vars(args).items() if k not in ("configs", "worker") and v is not None}
         cmd = [sys.executable, __file__, "--worker", name] + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]

@@ -118,3 +118,28 @@ def test_reward_model_judge_scores_each_conversation_the_same_alone_or_in_a_padd
     together = judge(prompts, answers)
     alone = [judge(prompts[:1], [answer])[0] for answer in answers]
     assert len(set(together)) == 3 and together == pytest.approx(alone, abs=1e-5)
+
+
+def test_t4_code_path_gradient_checkpointing_with_lora_gives_the_same_step():
+    """The t4 preset trains LoRA with gradient checkpointing and no prompt sharing: same loss and update."""
+    results = []
+    for checkpointing in (False, True):
+        policy, pairs = attach_lora(tiny_llama(), rank=4), make_pairs()
+        if checkpointing:
+            policy.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            assert any(getattr(module, "gradient_checkpointing", False) for module in policy.modules())
+        config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=8, micro_batch_size=2, max_steps=2, share_prompt=False)
+        trainer = DPOTrainer(policy, TinyTokenizer(), pairs, config)
+        rows = [trainer.train_step() for _ in range(2)]
+        results.append((rows[-1]["loss"], compute_reference_logprobs(policy, pairs, 0)))
+    assert abs(results[0][0] - results[1][0]) < 1e-5
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
+
+
+def test_half_precision_base_with_fp32_adapters_trains_to_finite_values():
+    """The t4 preset loads the base in fp16; peft keeps the adapter in fp32 (run here in bf16 on CPU)."""
+    policy = attach_lora(tiny_llama().to(torch.bfloat16), rank=4)
+    assert {p.dtype for p in policy.parameters() if p.requires_grad} == {torch.float32}
+    trainer = DPOTrainer(policy, TinyTokenizer(), make_pairs(), DPOConfig(beta=0.5, learning_rate=1e-2, max_steps=3))
+    rows = [trainer.train_step() for _ in range(3)]
+    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in rows) and rows[-1]["loss"] < rows[0]["loss"]

@@ -36,18 +36,22 @@ def test_lean_logprobs_match_full_logits_in_value_and_gradient(make_model, chunk
     assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
 
 
-@pytest.mark.parametrize("share_prompt, lean_logits", [(False, True), (True, True)])
-def test_training_step_is_the_same_with_each_speedup(share_prompt, lean_logits):
+@pytest.mark.parametrize("speedup", [{"lean_logits": True}, {"lean_logits": True, "share_prompt": True},
+                                     {"fused_adamw": True}, {"compile": True}], ids=["lean", "shared", "fused-adamw", "compile"])
+def test_training_step_is_the_same_with_each_speedup(speedup):
     from dpo_utils.trainer import DPOConfig, DPOTrainer
     from tests.test_trainer import TinyTokenizer, make_pairs
 
     models = []
-    for options in ({"share_prompt": False, "lean_logits": False}, {"share_prompt": share_prompt, "lean_logits": lean_logits}):
+    baseline = {"share_prompt": False, "lean_logits": False, "fused_adamw": False, "compile": False}
+    for options in (baseline, baseline | speedup):
         model = tiny_llama()
         trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(beta=0.5, learning_rate=1e-2, **options))
         rows = [trainer.train_step() for _ in range(2)]
         models.append((model, rows[-1]["loss"]))
     assert abs(models[0][1] - models[1][1]) < 1e-5
+    if speedup.get("compile"):
+        assert models[1][0].get_decoder()._compiled_call_impl is not None  # the compiled decoder really ran
     for p, q in zip(models[0][0].parameters(), models[1][0].parameters()):
         assert torch.allclose(p, q, atol=1e-5)
 
