@@ -52,8 +52,8 @@ PRESETS = {
                            judge=HUB_JUDGE, train_pairs=8000, test_pairs=500, max_prompt_length=512, max_completion_length=512,
                            batch_size=32, micro_batch_size=8, steps=250, learning_rate=5e-7, eval_prompts=200),
     "cpu": RunPreset("cpu", DEFAULT_MODEL, "float32", lora_rank=16, dataset=str(SHIPPED_DATASET), judge="vader",
-                     train_pairs=60, test_pairs=12, max_prompt_length=128, max_completion_length=48, batch_size=8,
-                     micro_batch_size=8, steps=30, learning_rate=1e-4, eval_prompts=6, max_new_tokens=40),
+                     train_pairs=48, test_pairs=24, max_prompt_length=128, max_completion_length=48, batch_size=8,
+                     micro_batch_size=8, steps=24, learning_rate=1e-4, eval_prompts=12, max_new_tokens=40),
 }
 
 

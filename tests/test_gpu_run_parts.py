@@ -83,8 +83,9 @@ def test_shipped_pairs_split_for_the_offline_preset():
 
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
     ensure_pad_token(tokenizer)
-    train, test = load_preference_splits(str(SHIPPED_DATASET), tokenizer, 60, 12, 128, 48)
-    assert (len(train), len(test)) == (60, 12)
+    cpu = PRESETS["cpu"]
+    train, test = load_preference_splits(cpu.dataset, tokenizer, cpu.train_pairs, cpu.test_pairs, cpu.max_prompt_length, cpu.max_completion_length)
+    assert (len(train), len(test)) == (48, 24) and cpu.dataset == str(SHIPPED_DATASET)
     assert {repr(r["prompt"]) for r in train}.isdisjoint({repr(r["prompt"]) for r in test})
 
 
@@ -143,3 +144,33 @@ def test_half_precision_base_with_fp32_adapters_trains_to_finite_values():
     trainer = DPOTrainer(policy, TinyTokenizer(), make_pairs(), DPOConfig(beta=0.5, learning_rate=1e-2, max_steps=3))
     rows = [trainer.train_step() for _ in range(3)]
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in rows) and rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_our_loss_equals_trls_for_a_lora_policy_far_from_its_reference():
+    import math
+
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from dpo_utils.data import prepare_preference_data
+    from dpo_utils.models import ensure_pad_token, offline_model_dir
+    from dpo_utils.trl_check import trl_dpo_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
+    ensure_pad_token(tokenizer)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    make = lambda: (torch.manual_seed(0), LlamaForCausalLM(config).eval())[1]
+    rows = [{"prompt": [{"role": "user", "content": f"Review film {i}."}], "chosen": [{"role": "assistant", "content": "Loved it, superb."}],
+             "rejected": [{"role": "assistant", "content": f"Hated it, {i} dull hours."}]} for i in range(4)]
+    pairs, _ = prepare_preference_data(rows, tokenizer)
+    policy = attach_lora(make(), rank=4)
+    trainer = DPOTrainer(policy, tokenizer, pairs, DPOConfig(beta=0.1, learning_rate=5e-2, batch_size=4, max_steps=4))
+    for _ in range(4):
+        trainer.train_step()
+    policy.eval()
+    ours = heldout_preference_metrics(policy, pairs, tokenizer.pad_token_id, beta=0.1)["loss"]
+    theirs = trl_dpo_loss(policy, make(), tokenizer, rows, beta=0.1)
+    assert abs(ours - math.log(2)) > 0.05  # far from the reference: the comparison can fail
+    assert abs(ours - theirs) < 1e-4
+    # the pitfall: no reference for an already trained adapter -> TRL compares the policy with itself
+    assert abs(trl_dpo_loss(policy, None, tokenizer, rows, beta=0.1) - math.log(2)) < 1e-6

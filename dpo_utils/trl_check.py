@@ -1,0 +1,31 @@
+"""TRL's DPO loss on the same rows, to check that ``dpo_utils`` computes the same thing."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+
+
+def trl_dpo_loss(policy, reference, tokenizer, rows: list[dict], beta: float, max_length: int | None = None) -> float:
+    """The loss TRL's ``DPOTrainer.compute_loss`` gives on ``rows`` (one batch, no training).
+
+    Pass the ``reference`` model explicitly. Given a LoRA model whose adapter is already trained
+    and no ``ref_model``, TRL assumes you continue training that adapter and copies it as the
+    reference, so policy and reference coincide and the loss is exactly log 2.
+    """
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    device = next(policy.parameters()).device
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    with tempfile.TemporaryDirectory() as out:
+        args = DPOConfig(output_dir=out, beta=beta, max_length=max_length, per_device_train_batch_size=len(rows),
+                         report_to="none", save_strategy="no", use_cpu=device.type == "cpu",
+                         bf16=next(policy.parameters()).dtype == torch.bfloat16)
+        trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+        with torch.no_grad():
+            return trainer.compute_loss(trainer.model, {k: v.to(device) for k, v in batch.items()}).item()
