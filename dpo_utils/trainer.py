@@ -49,6 +49,7 @@ class DPOConfig:
     weight_decay: float = 0.0
     seed: int = 0
     save_every: int | None = None
+    save_final_model: bool = True  # save_pretrained into output_dir/final at the end
     padding_side: str = "right"
     share_prompt: bool = True  # prompt computed once for chosen and rejected (prefix sharing)
     lean_logits: bool = True  # LM head only on completion positions, chunked (same numbers, less memory)
@@ -211,16 +212,21 @@ class DPOTrainer:
                 self.save_checkpoint()
         bar.close()
         if self.output_dir:
-            self.save_checkpoint()
-            self.model.save_pretrained(self.output_dir / "final")
-            self.tokenizer.save_pretrained(self.output_dir / "final")
+            self.save_checkpoint(keep_optimizer=False)  # finished: Adam's moments (2x the weights) are not needed
+            if self.config.save_final_model:
+                self.model.save_pretrained(self.output_dir / "final")
+                self.tokenizer.save_pretrained(self.output_dir / "final")
         return self.history
 
-    def save_checkpoint(self) -> None:
-        """Write everything needed to resume, atomically (a crash mid-save keeps the old one)."""
+    def save_checkpoint(self, keep_optimizer: bool = True) -> None:
+        """Write everything needed to resume, atomically (a crash mid-save keeps the old one).
+
+        A finished run drops the optimizer state; extending it later (a larger ``max_steps``)
+        restarts AdamW's moment estimates from zero.
+        """
         folder = self.output_dir / "checkpoint"
         folder.mkdir(parents=True, exist_ok=True)
-        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict() if keep_optimizer else None,
                  "scheduler": self.scheduler.state_dict(), "history": self.history,
                  "reference_logps": self.reference_logps, "config": asdict(self.config)}
         torch.save(state, folder / "state.pt.tmp")
@@ -230,7 +236,10 @@ class DPOTrainer:
     def load_checkpoint(self) -> None:
         state = torch.load(self.output_dir / "checkpoint" / "state.pt", weights_only=False)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        elif state["step"] < self.config.max_steps:
+            print("the checkpoint is of a finished run, without optimizer state: AdamW's moments restart from zero")
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.history, self.reference_logps = state["step"], state["history"], state["reference_logps"]
         print(f"resumed from {self.output_dir / 'checkpoint'} at step {self.step}")

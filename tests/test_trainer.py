@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from dpo_utils.data import TokenizedPair
@@ -54,9 +55,11 @@ def test_interrupted_run_resumes_and_ends_where_an_uninterrupted_one_ends(tmp_pa
     straight = tiny_llama()
     DPOTrainer(straight, TinyTokenizer(), make_pairs(), config, output_dir=tmp_path / "a").train()
 
-    first = tiny_llama()
-    interrupted = DPOConfig(**{**config.__dict__, "max_steps": 2})
-    DPOTrainer(first, TinyTokenizer(), make_pairs(), interrupted, output_dir=tmp_path / "b").train()
+    crashing = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path / "b")
+    step = crashing.train_step
+    crashing.train_step = lambda: (_ for _ in ()).throw(KeyboardInterrupt) if crashing.step == 3 else step()
+    with pytest.raises(KeyboardInterrupt):  # killed during step 4; the checkpoint of step 2 survives
+        crashing.train()
     second = tiny_llama()  # a new process would start from the original weights
     trainer = DPOTrainer(second, TinyTokenizer(), make_pairs(), config, output_dir=tmp_path / "b")
     history = trainer.train()
@@ -81,3 +84,14 @@ def test_sft_objective_raises_chosen_likelihood():
     first = trainer.train_step()["logps/chosen"]
     trainer.train_step()
     assert trainer.train_step()["logps/chosen"] > first
+
+
+def test_a_finished_run_keeps_no_optimizer_state_and_can_still_be_extended(tmp_path, capsys):
+    config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=2, save_final_model=False)
+    DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path).train()
+    state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=False)
+    assert state["optimizer"] is None and state["step"] == 2 and not (tmp_path / "final").exists()
+    longer = DPOConfig(**{**config.__dict__, "max_steps": 3})
+    history = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), longer, output_dir=tmp_path).train()
+    assert [row["step"] for row in history] == [1, 2, 3]
+    assert "moments restart from zero" in capsys.readouterr().out
