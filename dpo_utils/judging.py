@@ -21,8 +21,9 @@ def reward_model_judge(name: str, device: str | None = None, batch_size: int = 8
     ``Skywork/Skywork-Reward-V2-Qwen3-0.6B``. Returns ``judge(prompts, completions) -> scores``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float16 if device == "cuda" else torch.float32
+    from dpo_utils.models import pick_device_and_dtype
+
+    device, dtype = pick_device_and_dtype(device)  # bf16 only where native: a T4 gets fp16
     tokenizer = AutoTokenizer.from_pretrained(name)
     model = AutoModelForSequenceClassification.from_pretrained(name, dtype=dtype, num_labels=1).to(device).eval()
 
