@@ -26,7 +26,8 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
-from dpo_utils.data import PreferenceDataError, completion_texts, load_preference_rows, render_prompt, validate_row
+from dpo_utils.data import (IdenticalPairError, PreferenceDataError, completion_texts, load_preference_rows, render_prompt,
+                            validate_row)
 
 
 @dataclass
@@ -91,14 +92,15 @@ def check_preference_data(source, tokenizer, max_prompt_length: int = 256, max_c
     rows, name = load_preference_rows(source)
     found: dict[tuple[str, str, str], list[int]] = {}
     add = lambda check, severity, message, row: found.setdefault((check, severity, message), []).append(row)
-    lengths, seen = [], {}
+    lengths, seen = [], set()
     for index, row in enumerate(rows):
         try:
             checked = validate_row(row, index, name)
+        except IdenticalPairError:
+            add("identical", "error", "chosen and rejected are the same", index)
+            continue
         except PreferenceDataError as error:
-            identical = "identical" in str(error)
-            add("identical" if identical else "invalid", "error",
-                "chosen and rejected are the same" if identical else str(error).removeprefix(f"{name}, row {index}, "), index)
+            add("invalid", "error", str(error).removeprefix(f"{name}, row {index}, "), index)
             continue
         problems, row_lengths = _row_problems(checked, tokenizer, max_prompt_length, max_completion_length)
         for problem in problems:
@@ -149,7 +151,7 @@ def _track_repeats(row, index, seen, add) -> None:
         add("duplicate", "warning", "repeats an earlier row", index)
     if swapped in seen:
         add("contradictory", "warning", "the same pair with chosen and rejected swapped appears earlier", index)
-    seen.setdefault(same, index)
+    seen.add(same)
 
 
 def _length_stats(lengths: list[tuple[int, int]]) -> dict:

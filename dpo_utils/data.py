@@ -25,6 +25,10 @@ class PreferenceDataError(ValueError):
     """A preference row that cannot be used, with where and why."""
 
 
+class IdenticalPairError(PreferenceDataError):
+    """Chosen and rejected are the same: the pair has zero gradient."""
+
+
 @dataclass
 class TokenizedPair:
     """Token ids of one pair: the shared prompt and the two completions (EOS included)."""
@@ -92,7 +96,7 @@ def validate_row(row: dict, index: int, source: str = "data") -> dict:
             isinstance(checked["chosen"], str) != isinstance(checked["rejected"], str):
         raise PreferenceDataError(f"{source}, row {index}: mixes plain strings and message lists")
     if checked["chosen"] == checked["rejected"]:
-        raise PreferenceDataError(f"{source}, row {index}, fields 'chosen'/'rejected': identical, the pair teaches nothing")
+        raise IdenticalPairError(f"{source}, row {index}, fields 'chosen'/'rejected': identical, the pair teaches nothing")
     return checked
 
 
@@ -132,7 +136,7 @@ def tokenize_row(row: dict, tokenizer, max_prompt_length: int, max_completion_le
     chosen_ids, rejected_ids = (tokenizer(c, add_special_tokens=False)["input_ids"][:max_completion_length]
                                 for c in completion_texts(tokenizer, row, prompt_text))
     if chosen_ids == rejected_ids:
-        raise PreferenceDataError(f"fields 'chosen'/'rejected': identical after truncation to {max_completion_length} tokens")
+        raise IdenticalPairError(f"fields 'chosen'/'rejected': identical after truncation to {max_completion_length} tokens")
     return TokenizedPair(prompt_ids, chosen_ids, rejected_ids)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 from dpo_utils.data import PreferenceDataError, load_preference_rows, tokenize_row, validate_row
@@ -32,15 +33,17 @@ def fits(row: dict, tokenizer, max_prompt_length: int, max_completion_length: in
 
 def split_by_prompt(rows: list[dict], n_test: int) -> tuple[list[dict], list[dict]]:
     """Hold out whole prompts (the last ones) until ``n_test`` rows are held out: no prompt is in both."""
-    key = lambda row: json.dumps(row["prompt"], sort_keys=True)
+    keys = [json.dumps(row["prompt"], sort_keys=True) for row in rows]
+    rows_per_prompt = Counter(keys)
     test_prompts, n_held = set(), 0
-    for row in reversed(rows):
+    for key in reversed(keys):
         if n_held >= n_test:
             break
-        if key(row) not in test_prompts:
-            test_prompts.add(key(row))
-            n_held += sum(key(other) == key(row) for other in rows)
-    return [r for r in rows if key(r) not in test_prompts], [r for r in rows if key(r) in test_prompts]
+        if key not in test_prompts:
+            test_prompts.add(key)
+            n_held += rows_per_prompt[key]
+    return ([row for row, key in zip(rows, keys) if key not in test_prompts],
+            [row for row, key in zip(rows, keys) if key in test_prompts])
 
 
 def _select(rows, tokenizer, n, max_prompt_length, max_completion_length, seed):

@@ -91,8 +91,7 @@ def dpo_loss(
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type={loss_type!r}: choose one of {LOSS_TYPES}")
-    if beta <= 0:
-        raise ValueError(f"beta must be positive, got {beta}")
+    _check_positive(beta=beta)
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
     if label_smoothing and loss_type not in ("sigmoid", "robust"):

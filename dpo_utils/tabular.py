@@ -18,6 +18,7 @@ All quantities below are averaged over prompts with equal weight.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -138,6 +139,6 @@ def frontier_reward_at_kl(problem: TabularProblem, kl: float, iterations: int = 
     low, high = -8.0, 8.0  # log beta
     for _ in range(iterations):
         middle = (low + high) / 2
-        policy = optimal_policy(problem.ref_probs, problem.reward, float(torch.exp(torch.tensor(middle))))
+        policy = optimal_policy(problem.ref_probs, problem.reward, math.exp(middle))
         low, high = (middle, high) if kl_divergence(policy, problem.ref_probs) > kl else (low, middle)
     return expected_reward(policy, problem.reward).item()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 
 import torch
@@ -19,7 +18,6 @@ def trl_dpo_loss(policy, reference, tokenizer, rows: list[dict], beta: float, ma
     from trl import DPOConfig, DPOTrainer
 
     device = next(policy.parameters()).device
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     with tempfile.TemporaryDirectory() as out:
         args = DPOConfig(output_dir=out, beta=beta, max_length=max_length, per_device_train_batch_size=len(rows),
                          report_to="none", save_strategy="no", use_cpu=device.type == "cpu",

@@ -1,7 +1,9 @@
-"""Shared test fixtures: a tiny random Llama that runs in milliseconds."""
+"""Shared test fixtures: tiny random models that run in milliseconds, a stand-in tokenizer, token-id pairs."""
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from dpo_utils.data import TokenizedPair
 
 
 def tiny_llama(seed: int = 0, vocab_size: int = 64) -> LlamaForCausalLM:
@@ -30,3 +32,16 @@ def tiny_gpt2(seed: int = 0, vocab_size: int = 64):
     config = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=4,
                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
     return GPT2LMHeadModel(config).eval()
+
+
+class TinyTokenizer:
+    pad_token_id, eos_token_id = 0, 2
+
+    def save_pretrained(self, folder):
+        pass
+
+
+def make_pairs(n=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ids = lambda k: torch.randint(3, 60, (k,), generator=gen).tolist()
+    return [TokenizedPair(ids(4), ids(3) + [2], ids(5) + [2]) for _ in range(n)]

@@ -10,7 +10,7 @@ from dpo_utils.lora import attach_lora, reference_of, trainable_parameters
 from dpo_utils.presets import PRESETS, SHIPPED_DATASET, pick_preset
 from dpo_utils.trainer import DPOConfig, DPOTrainer, compute_reference_logprobs
 from tests.helpers import tiny_llama
-from tests.test_trainer import TinyTokenizer, make_pairs
+from tests.helpers import TinyTokenizer, make_pairs
 
 
 def test_presets_fit_their_machines_and_the_reduced_size_only_shrinks():

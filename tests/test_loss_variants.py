@@ -14,7 +14,7 @@ from dpo_utils.preferences import expected_pair_counts
 from dpo_utils.tabular import kl_divergence, make_problem, total_variation, train_tabular_dpo
 from dpo_utils.trainer import DPOConfig, DPOTrainer
 from tests.helpers import tiny_llama
-from tests.test_trainer import TinyTokenizer, make_pairs
+from tests.helpers import TinyTokenizer, make_pairs
 
 
 def avg_logps(seed, n=6):

@@ -40,7 +40,7 @@ def test_lean_logprobs_match_full_logits_in_value_and_gradient(make_model, chunk
                                      {"fused_adamw": True}, {"compile": True}], ids=["lean", "shared", "fused-adamw", "compile"])
 def test_training_step_is_the_same_with_each_speedup(speedup):
     from dpo_utils.trainer import DPOConfig, DPOTrainer
-    from tests.test_trainer import TinyTokenizer, make_pairs
+    from tests.helpers import TinyTokenizer, make_pairs
 
     models = []
     baseline = {"share_prompt": False, "lean_logits": False, "fused_adamw": False, "compile": False}

@@ -1,23 +1,9 @@
 import pytest
 import torch
 
-from dpo_utils.data import TokenizedPair
 from dpo_utils.trainer import DPOConfig, DPOTrainer, batch_logprobs
 from dpo_utils.losses import dpo_loss
-from tests.helpers import tiny_llama
-
-
-class TinyTokenizer:
-    pad_token_id, eos_token_id = 0, 2
-
-    def save_pretrained(self, folder):
-        pass
-
-
-def make_pairs(n=8, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    ids = lambda k: torch.randint(3, 60, (k,), generator=gen).tolist()
-    return [TokenizedPair(ids(4), ids(3) + [2], ids(5) + [2]) for _ in range(n)]
+from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
 
 def batch_loss(model, pairs, ref):
