@@ -25,14 +25,16 @@ import json
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from dpo_utils.data import (IdenticalPairError, PreferenceDataError, completion_texts, load_preference_rows, render_prompt,
+from dpo_utils.data import (IdenticalPairError, PreferenceDataError, completion_texts, read_preference_rows, render_prompt,
                             validate_row)
 
 
 @dataclass
 class Finding:
-    """One problem: which check found it, how bad it is, and the rows concerned (0-based)."""
+    """One problem: which check found it, how bad it is, and the rows concerned (a JSONL file's
+    1-based line numbers, or a list's indices, as in :func:`dpo_utils.data.read_preference_rows`)."""
 
     check: str
     severity: str  # "error" or "warning"
@@ -48,6 +50,7 @@ class DataReport:
     n_rows: int
     findings: list[Finding]
     stats: dict
+    unit: str = "row"  # "line" for a JSONL file: Finding.rows are then its line numbers
 
     @property
     def ok(self) -> bool:
@@ -62,7 +65,7 @@ class DataReport:
         counts = Counter(f.severity for f in self.findings)
         lines = [f"Checked {self.n_rows} rows of {self.source}: {counts['error']} errors, {counts['warning']} warnings"]
         for f in self.findings:
-            where = f" (rows {_row_list(f.rows)})" if f.rows else ""
+            where = f" ({self.unit}s {_row_list(f.rows)})" if f.rows else ""
             lines.append(f"  {f.severity.upper():7s} {f.check}{where}: {f.message}")
         if self.stats:
             s = self.stats
@@ -89,18 +92,20 @@ def check_tokenizer(tokenizer) -> list[Finding]:
 def check_preference_data(source, tokenizer, max_prompt_length: int = 256, max_completion_length: int = 256,
                           length_bias_threshold: float = 0.7, min_pairs_for_bias: int = 8) -> DataReport:
     """Run every check on ``source`` (JSONL path, ``datasets.Dataset`` or list of rows)."""
-    rows, name = load_preference_rows(source)
+    items, name = read_preference_rows(source)
     found: dict[tuple[str, str, str], list[int]] = {}
     add = lambda check, severity, message, row: found.setdefault((check, severity, message), []).append(row)
     lengths, seen = [], set()
-    for index, row in enumerate(rows):
+    for index, where, row in items:
         try:
-            checked = validate_row(row, index, name)
+            if isinstance(row, PreferenceDataError):
+                raise row
+            checked = validate_row(row, where, name)
         except IdenticalPairError:
             add("identical", "error", "chosen and rejected are the same", index)
             continue
         except PreferenceDataError as error:
-            add("invalid", "error", str(error).removeprefix(f"{name}, row {index}, "), index)
+            add("invalid", "error", str(error).removeprefix(f"{name}, {where}").lstrip(":, "), index)
             continue
         problems, row_lengths = _row_problems(checked, tokenizer, max_prompt_length, max_completion_length)
         for problem in problems:
@@ -117,7 +122,8 @@ def check_preference_data(source, tokenizer, max_prompt_length: int = 256, max_c
             findings.append(Finding("length_bias", "warning", f"where lengths differ, chosen is {side} than rejected in {share:.0%} "
                                     "of pairs: DPO can learn length instead of quality (SimPO's length normalisation or "
                                     "length-matched pairs help)"))
-    return DataReport(name, len(rows), findings, stats)
+    unit = "line" if isinstance(source, (str, Path)) else "row"
+    return DataReport(name, len(items), findings, stats, unit)
 
 
 def _row_problems(row, tokenizer, max_prompt_length, max_completion_length):

@@ -8,6 +8,9 @@ A row has ``prompt``, ``chosen`` and ``rejected``, either
 
 Bad rows raise :class:`PreferenceDataError` naming the source, the row and the field (or are
 skipped and counted with ``on_bad_row="skip"``), so they never turn into a NaN mid-training.
+Where a row came from is said the way you would find it: ``line N`` in a JSONL file (1-based,
+as an editor numbers lines, blank lines included) and ``row i`` in a list or ``datasets.Dataset``
+(its index, ``rows[i]``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ class IdenticalPairError(PreferenceDataError):
     """Chosen and rejected are the same: the pair has zero gradient."""
 
 
+class PreferenceFileNotFoundError(PreferenceDataError, FileNotFoundError):
+    """The JSONL file does not exist (also a ``FileNotFoundError``)."""
+
+
 @dataclass
 class TokenizedPair:
     """Token ids of one pair: the shared prompt and the two completions (EOS included)."""
@@ -40,37 +47,56 @@ class TokenizedPair:
 
 @dataclass
 class SkipReport:
-    """Rows left out by ``on_bad_row="skip"``: ``(row, reason)`` pairs."""
+    """Rows left out by ``on_bad_row="skip"``, in source order: ``(number, reason)`` pairs, where
+    ``number`` is the file's 1-based line or the list's index and ``reason`` names both."""
 
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
         if not self.skipped:
             return "no rows skipped"
-        lines = [f"skipped {len(self.skipped)} rows:"] + [f"  row {i}: {why}" for i, why in self.skipped]
-        return "\n".join(lines)
+        return "\n".join([f"skipped {len(self.skipped)} rows:"] + [f"  {why}" for _, why in self.skipped])
+
+
+def read_preference_rows(source) -> tuple[list[tuple[int, str, dict | PreferenceDataError]], str]:
+    """Every row with where it came from, and the source's name, in source order.
+
+    Each item is ``(number, where, row)``: ``(7, "line 7", {...})`` for a JSONL file, ``(0, "row 0",
+    {...})`` for a list or ``datasets.Dataset``. A line that is not JSON comes back as a
+    :class:`PreferenceDataError` in place of its row, so the caller decides to raise or skip it.
+    """
+    if not isinstance(source, (str, Path)):
+        return [(i, f"row {i}", dict(row)) for i, row in enumerate(source)], type(source).__name__
+    path = Path(source)
+    if not path.is_file():
+        raise PreferenceFileNotFoundError(f"{path}: no such preference data file (absolute path {path.absolute()})")
+    items = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                row = PreferenceDataError(f"{path}, line {number}: not valid JSON ({error.msg})")
+            items.append((number, f"line {number}", row))
+    return items, str(path)
 
 
 def load_preference_rows(source) -> tuple[list[dict], str]:
-    """Rows and a source name from a JSONL path, a ``datasets.Dataset`` or a list of dicts."""
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        rows = []
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise PreferenceDataError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
-        return rows, str(path)
-    return [dict(row) for row in source], type(source).__name__
+    """Rows and a source name from a JSONL path, a ``datasets.Dataset`` or a list of dicts.
+
+    Raises :class:`PreferenceDataError` at the first line that is not JSON."""
+    items, name = read_preference_rows(source)
+    for _, _, row in items:
+        if isinstance(row, PreferenceDataError):
+            raise row
+    return [row for _, _, row in items], name
 
 
-def _text_of(value, row: int, name: str, source: str) -> str | list:
+def _text_of(value, row: str, name: str, source: str) -> str | list:
     """Check one field and return it; messages are checked for role/content strings."""
-    where = f"{source}, row {row}, field '{name}'"
+    where = f"{source}, {row}, field '{name}'"
     if value is None:
         raise PreferenceDataError(f"{where}: missing")
     if isinstance(value, str):
@@ -87,16 +113,19 @@ def _text_of(value, row: int, name: str, source: str) -> str | list:
     raise PreferenceDataError(f"{where}: expected a non-empty string or list of messages, got {type(value).__name__}")
 
 
-def validate_row(row: dict, index: int, source: str = "data") -> dict:
-    """Return the row's three fields checked (present, non-empty, strings, chosen != rejected)."""
+def validate_row(row: dict, index: int | str, source: str = "data") -> dict:
+    """Return the row's three fields checked (present, non-empty, strings, chosen != rejected).
+
+    ``index`` is the row's index in a list, or a place such as ``"line 7"`` (see :func:`read_preference_rows`)."""
+    where = index if isinstance(index, str) else f"row {index}"
     if not isinstance(row, dict):
-        raise PreferenceDataError(f"{source}, row {index}: expected an object with {FIELDS}")
-    checked = {name: _text_of(row.get(name), index, name, source) for name in FIELDS}
+        raise PreferenceDataError(f"{source}, {where}: expected an object with {FIELDS}")
+    checked = {name: _text_of(row.get(name), where, name, source) for name in FIELDS}
     if isinstance(checked["prompt"], str) != isinstance(checked["chosen"], str) or \
             isinstance(checked["chosen"], str) != isinstance(checked["rejected"], str):
-        raise PreferenceDataError(f"{source}, row {index}: mixes plain strings and message lists")
+        raise PreferenceDataError(f"{source}, {where}: mixes plain strings and message lists")
     if checked["chosen"] == checked["rejected"]:
-        raise IdenticalPairError(f"{source}, row {index}, fields 'chosen'/'rejected': identical, the pair teaches nothing")
+        raise IdenticalPairError(f"{source}, {where}, fields 'chosen'/'rejected': identical, the pair teaches nothing")
     return checked
 
 
@@ -150,17 +179,19 @@ def prepare_preference_data(
     """Load, validate and tokenize preference data. Returns the pairs and a :class:`SkipReport`."""
     if on_bad_row not in ("raise", "skip"):
         raise ValueError("on_bad_row must be 'raise' or 'skip'")
-    rows, name = load_preference_rows(source)
+    items, name = read_preference_rows(source)
     pairs, report = [], SkipReport()
-    for index, row in enumerate(rows):
+    for number, where, row in items:
         try:
-            checked = validate_row(row, index, name)
+            if isinstance(row, PreferenceDataError):
+                raise row
+            checked = validate_row(row, where, name)
             pairs.append(tokenize_row(checked, tokenizer, max_prompt_length, max_completion_length))
         except PreferenceDataError as error:
-            message = str(error) if str(error).startswith(name) else f"{name}, row {index}, {error}"
+            message = str(error) if str(error).startswith(name) else f"{name}, {where}, {error}"
             if on_bad_row == "raise":
-                raise PreferenceDataError(message) from None
-            report.skipped.append((index, message))
+                raise type(error)(message) from None
+            report.skipped.append((number, message))
     if not pairs:
         raise PreferenceDataError(f"{name}: no usable rows ({report})")
     return pairs, report

@@ -26,26 +26,56 @@ def write_jsonl(path, rows):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"prompt": "p", "chosen": "a"}, "row 1, field 'rejected': missing"),
-    ({"prompt": "p", "chosen": "  ", "rejected": "b"}, "row 1, field 'chosen': empty"),
-    ({"prompt": "p", "chosen": 3, "rejected": "b"}, "row 1, field 'chosen': expected a non-empty string"),
+    ({"prompt": "p", "chosen": "a"}, "line 2, field 'rejected': missing"),
+    ({"prompt": "p", "chosen": "  ", "rejected": "b"}, "line 2, field 'chosen': empty"),
+    ({"prompt": "p", "chosen": 3, "rejected": "b"}, "line 2, field 'chosen': expected a non-empty string"),
     ({"prompt": [{"role": "user", "content": 5}], "chosen": [{"role": "assistant", "content": "a"}],
-      "rejected": [{"role": "assistant", "content": "b"}]}, "row 1, field 'prompt': message 0"),
-    ({"prompt": "p", "chosen": "same", "rejected": "same"}, "row 1, fields 'chosen'/'rejected': identical"),
-    ({"prompt": "word " * 300, "chosen": "a", "rejected": "b"}, "row 1, field 'prompt': 301 tokens, longer than max_prompt_length=64"),
+      "rejected": [{"role": "assistant", "content": "b"}]}, "line 2, field 'prompt': message 0"),
+    ({"prompt": "p", "chosen": "same", "rejected": "same"}, "line 2, fields 'chosen'/'rejected': identical"),
+    ({"prompt": "word " * 300, "chosen": "a", "rejected": "b"}, "line 2, field 'prompt': 301 tokens, longer than max_prompt_length=64"),
 ])
-def test_bad_rows_name_file_row_and_field(tmp_path, tokenizer, bad, message):
+def test_bad_rows_name_file_line_and_field(tmp_path, tokenizer, bad, message):
     path = write_jsonl(tmp_path / "prefs.jsonl", [GOOD, bad])
     with pytest.raises(PreferenceDataError) as error:
         prepare_preference_data(path, tokenizer, max_prompt_length=64)
     assert str(path) in str(error.value) and message in str(error.value)
 
 
+def test_file_rows_are_named_by_their_line_blank_lines_included(tmp_path, tokenizer):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n\n" + json.dumps({"prompt": "p", "chosen": "a"}) + "\n")
+    with pytest.raises(PreferenceDataError, match="prefs.jsonl, line 3, field 'rejected': missing"):
+        prepare_preference_data(path, tokenizer)
+
+
+def test_list_rows_are_named_by_their_index(tokenizer):
+    with pytest.raises(PreferenceDataError, match="^list, row 1, field 'rejected': missing"):
+        prepare_preference_data([GOOD, {"prompt": "p", "chosen": "a"}], tokenizer)
+
+
 def test_skip_mode_counts_and_names_bad_rows(tmp_path, tokenizer):
     path = write_jsonl(tmp_path / "prefs.jsonl", [GOOD, {"prompt": "p", "chosen": "x", "rejected": "x"}, GOOD])
     pairs, report = prepare_preference_data(path, tokenizer, on_bad_row="skip")
-    assert len(pairs) == 2 and [row for row, _ in report.skipped] == [1]
-    assert "row 1" in str(report)
+    assert len(pairs) == 2 and [line for line, _ in report.skipped] == [2]
+    assert "prefs.jsonl, line 2, fields 'chosen'/'rejected': identical" in str(report)
+
+
+def test_skip_mode_skips_invalid_json_and_reports_in_file_order(tmp_path, tokenizer):
+    path = tmp_path / "prefs.jsonl"
+    lines = [json.dumps(GOOD), json.dumps({"prompt": "p", "chosen": "x", "rejected": "x"}), "{not json", "", json.dumps(GOOD)]
+    path.write_text("\n".join(lines) + "\n")
+    pairs, report = prepare_preference_data(path, tokenizer, on_bad_row="skip")
+    assert len(pairs) == 2
+    assert [line for line, _ in report.skipped] == [2, 3]
+    assert "line 3: not valid JSON" in report.skipped[1][1]
+    assert str(report).splitlines()[0] == "skipped 2 rows:"
+
+
+def test_raise_mode_stops_at_the_first_problem_in_file_order(tmp_path, tokenizer):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("\n".join([json.dumps({"prompt": "p", "chosen": "a"}), "{not json"]) + "\n")
+    with pytest.raises(PreferenceDataError, match="line 1, field 'rejected'"):
+        prepare_preference_data(path, tokenizer)
 
 
 def test_invalid_json_line_is_reported(tmp_path, tokenizer):
@@ -53,6 +83,13 @@ def test_invalid_json_line_is_reported(tmp_path, tokenizer):
     path.write_text(json.dumps(GOOD) + "\n{not json\n")
     with pytest.raises(PreferenceDataError, match="broken.jsonl, line 2: not valid JSON"):
         prepare_preference_data(path, tokenizer)
+
+
+def test_missing_file_names_the_path(tmp_path, tokenizer):
+    path = tmp_path / "nowhere" / "prefs.jsonl"
+    with pytest.raises(PreferenceDataError, match="prefs.jsonl: no such preference data file") as error:
+        prepare_preference_data(path, tokenizer)
+    assert isinstance(error.value, FileNotFoundError) and str(path) in str(error.value)
 
 
 def test_conversational_rows_split_at_the_generation_prompt(tokenizer):
@@ -93,3 +130,14 @@ def test_left_and_right_padded_batches_give_the_same_logprobs(make_model):
         right = batch_logprobs(model, pairs, pad_token_id=0, padding_side="right")
         left = batch_logprobs(model, pairs, pad_token_id=0, padding_side="left")
     assert torch.allclose(right[0], left[0], atol=1e-5) and torch.allclose(right[1], left[1], atol=1e-5)
+
+
+def test_data_checker_names_jsonl_rows_by_line_too(tokenizer, tmp_path):
+    from dpo_utils.checks import check_preference_data
+
+    path = tmp_path / "planted.jsonl"
+    lines = [json.dumps(GOOD), "", "{not json", json.dumps({"prompt": "p", "chosen": "same", "rejected": "same"})]
+    path.write_text("\n".join(lines) + "\n")
+    report = check_preference_data(path, tokenizer)
+    assert {f.check: f.rows for f in report.findings} == {"invalid": [3], "identical": [4]}, str(report)
+    assert "invalid (lines 3): not valid JSON" in str(report) and "identical (lines 4)" in str(report)
