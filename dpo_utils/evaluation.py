@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 
 import torch
-from tqdm.auto import tqdm
+from dpo_utils.progress import progress_bar
 
 from dpo_utils.data import collate_sequences, render_prompt
 from dpo_utils.logprobs import completion_logprobs_lean
@@ -32,7 +32,7 @@ def sample_completions(model, tokenizer, prompts, n_samples=1, max_new_tokens=48
     jobs = [(i, render_prompt(tokenizer, p)) for i, p in enumerate(prompts) for _ in range(n_samples)]
     torch.manual_seed(seed)
     results = []
-    for start in tqdm(range(0, len(jobs), batch_size), desc="sampling", leave=False):
+    for start in progress_bar(range(0, len(jobs), batch_size), desc="sampling", leave=False):
         chunk = jobs[start:start + batch_size]
         enc = tokenizer([text for _, text in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,

@@ -1,33 +1,42 @@
 """A small, readable DPO training loop (and Preferred-FT, its SFT baseline).
 
-Design choices, each for speed or memory:
+Design choices, each for speed, memory or correctness:
 
 - reference log-probs are computed **once** before training (the reference model need not stay
   in memory, and no reference forward runs per step);
 - chosen and rejected go through the model in **one** forward pass, and by default each prompt
   is computed once and shared by both completions (prefix sharing);
 - the LM head runs on completion positions only, in chunks (no ``batch x seq x vocab`` tensor);
-- gradient accumulation over micro-batches, clipping, linear warmup, AdamW.
+- **mixed precision**: trained weights and AdamW state stay fp32; the compute runs under
+  autocast in bf16 or fp16 (with a loss scaler), see :mod:`dpo_utils.precision`;
+- a step whose gradients are not finite is **skipped**, never applied, and counted;
+- gradient accumulation over micro-batches, clipping, linear warmup, AdamW;
+- the same loop runs on several processes under ``accelerate launch`` or ``torchrun``
+  (accelerate's data parallelism: each process takes its share of every batch).
 
 Logged metrics use TRL's names: ``loss``, ``rewards/chosen``, ``rewards/rejected``,
 ``rewards/accuracies``, ``rewards/margins``, ``logps/chosen``, ``logps/rejected``.
-Checkpoints hold model, optimizer, scheduler, step and history, so an interrupted run resumes
-and ends exactly where an uninterrupted one would.
+Checkpoints hold model, optimizer, scheduler, loss scaler, step, history and a fingerprint of
+the config and data, so an interrupted run resumes and ends exactly where an uninterrupted one
+would, and a checkpoint of *another* run is never resumed by mistake.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from dpo_utils.data import TokenizedPair, collate_pairs, collate_shared_prompt
 from dpo_utils.logprobs import completion_logprobs_lean, model_sequence_logprobs, shared_prompt_logprobs
 from dpo_utils.losses import OBJECTIVES, preference_loss
+from dpo_utils.precision import autocast, check_mixed_precision, default_mixed_precision, grad_scaler, half_precision_trainables
+from dpo_utils.progress import progress_bar
 
 
 @dataclass
@@ -54,6 +63,9 @@ class DPOConfig:
     share_prompt: bool = True  # prompt computed once for chosen and rejected (prefix sharing)
     lean_logits: bool = True  # LM head only on completion positions, chunked (same numbers, less memory)
     logits_chunk_size: int = 256  # completion positions per LM-head chunk
+    mixed_precision: str | None = None  # "no", "bf16", "fp16"; None: bf16 on recent GPUs, fp16 on a T4, "no" on CPU
+    activation_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
+    max_consecutive_skips: int = 10  # stop when this many steps in a row had non-finite gradients
     fused_adamw: bool | None = None  # None: the fused AdamW kernel on GPU, PyTorch's default elsewhere
     compile: bool = False  # torch.compile the decoder (for GPUs: pays off over many steps)
 
@@ -62,25 +74,41 @@ class DPOConfig:
             raise ValueError(f"objective={self.objective!r}: choose one of {OBJECTIVES}")
         if self.nll_weight and self.objective != "dpo":
             raise ValueError("nll_weight adds an NLL term to DPO; use it with objective='dpo'")
+        if self.mixed_precision is not None:
+            check_mixed_precision(self.mixed_precision)
 
     @property
     def logprob_mode(self) -> str:
         return "shared" if self.share_prompt else "lean" if self.lean_logits else "full"
 
 
-class Metrics:
-    """Averages per-pair metrics over one optimizer step's micro-batches."""
+# Settings that do not change what a step computes: a run may be resumed with other values.
+RESUMABLE_CHANGES = ("max_steps", "save_every", "save_final_model")
 
-    def __init__(self):
-        self.sums, self.count = {}, 0
 
-    def add(self, values: dict[str, torch.Tensor]) -> None:
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value.detach().float().sum().item()
-        self.count += len(next(iter(values.values())))
+class NonFiniteTrainingError(RuntimeError):
+    """Too many optimizer steps in a row had inf or NaN gradients."""
 
-    def means(self) -> dict[str, float]:
-        return {key: total / self.count for key, total in self.sums.items()}
+
+class StaleCheckpointError(RuntimeError):
+    """``output_dir`` holds the checkpoint of a run with other settings or other data."""
+
+
+def collate_batch(pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right", mode: str = "full") -> dict:
+    """The tensors :func:`logprobs_of_batch` needs for ``mode`` (see :func:`batch_logprobs`)."""
+    if mode == "shared":
+        return collate_shared_prompt(pairs, pad_token_id)
+    batch = collate_pairs(pairs, pad_token_id, padding_side)
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "completion_mask")}
+
+
+def logprobs_of_batch(model, batch: dict, mode: str = "full", chunk_size: int = 256) -> torch.Tensor:
+    """Summed completion log-probs of the ``2B`` sequences of a collated batch, chosen first."""
+    if mode == "shared":
+        return shared_prompt_logprobs(model, *batch.values(), chunk_size=chunk_size)
+    if mode == "lean":
+        return completion_logprobs_lean(model, *batch.values(), chunk_size=chunk_size)
+    return model_sequence_logprobs(model, *batch.values())
 
 
 def batch_logprobs(model, pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right",
@@ -94,27 +122,38 @@ def batch_logprobs(model, pairs: list[TokenizedPair], pad_token_id: int, padding
     of all ``2B`` sequences, chosen first.
     """
     device = next(model.parameters()).device
-    if mode == "shared":
-        batch = {k: v.to(device) for k, v in collate_shared_prompt(pairs, pad_token_id).items()}
-        logps = shared_prompt_logprobs(model, *batch.values(), chunk_size=chunk_size)
-        counts = batch["completion_mask"].sum(-1)
-    else:
-        batch = collate_pairs(pairs, pad_token_id, padding_side)
-        tensors = [batch[k].to(device) for k in ("input_ids", "attention_mask", "completion_mask")]
-        logps = completion_logprobs_lean(model, *tensors, chunk_size=chunk_size) if mode == "lean" else model_sequence_logprobs(model, *tensors)
-        counts = tensors[2].sum(-1)
-    return logps[: len(pairs)], logps[len(pairs):], counts
+    batch = {k: v.to(device) for k, v in collate_batch(pairs, pad_token_id, padding_side, mode).items()}
+    logps = logprobs_of_batch(model, batch, mode, chunk_size)
+    return logps[: len(pairs)], logps[len(pairs):], batch["completion_mask"].sum(-1)
+
+
+class PolicyLogprobs(torch.nn.Module):
+    """The policy as a module whose forward maps a collated batch to sequence log-probs.
+
+    The lean and shared modes call the decoder and the LM head separately, bypassing the
+    model's own ``forward``; wrapping the whole computation in one module is what lets
+    distributed data parallelism (which hooks ``forward``) see it.
+    """
+
+    def __init__(self, model, mode: str, chunk_size: int):
+        super().__init__()
+        self.model, self.mode, self.chunk_size = model, mode, chunk_size
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return logprobs_of_batch(self.model, batch, self.mode, self.chunk_size)
 
 
 @torch.no_grad()
 def compute_reference_logprobs(model, pairs, pad_token_id, batch_size=8, padding_side="right", mode="shared",
-                               chunk_size=256) -> torch.Tensor:
+                               chunk_size=256, mixed_precision="no") -> torch.Tensor:
     """``(n_pairs, 2)`` log-probs of chosen and rejected under the (frozen) reference model."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     out = []
-    for start in tqdm(range(0, len(pairs), batch_size), desc="reference log-probs", leave=False):
-        chosen, rejected, _ = batch_logprobs(model, pairs[start:start + batch_size], pad_token_id, padding_side, mode, chunk_size)
+    for start in progress_bar(range(0, len(pairs), batch_size), desc="reference log-probs", leave=False):
+        with autocast(device, mixed_precision):
+            chosen, rejected, _ = batch_logprobs(model, pairs[start:start + batch_size], pad_token_id, padding_side, mode, chunk_size)
         out.append(torch.stack([chosen, rejected], dim=-1).float().cpu())
     model.train(was_training)
     return torch.cat(out)
@@ -130,28 +169,62 @@ def batch_indices(step: int, n_pairs: int, batch_size: int, seed: int) -> list[i
     return [order[(start + k) % n_pairs] for k in range(batch_size)]
 
 
+def run_fingerprint(config: DPOConfig, pairs: list[TokenizedPair]) -> str:
+    """A hash of everything that decides a run's trajectory: the settings (but those in
+    ``RESUMABLE_CHANGES``) and the token ids of every pair, in order."""
+    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for pair in pairs:
+        digest.update(json.dumps([pair.prompt_ids, pair.chosen_ids, pair.rejected_ids]).encode())
+    return digest.hexdigest()[:16]
+
+
 class DPOTrainer:
     """Train ``model`` on tokenized preference ``pairs``; see :class:`DPOConfig`.
 
     ``output_dir`` receives ``checkpoint/`` (for resume) and, at the end, ``final/``
     (``save_pretrained`` output). ``reference_logps`` may be given to skip recomputing them.
+    Trained parameters must be fp32 (load with ``dtype=torch.float32``, the default of
+    :func:`~dpo_utils.models.load_model_and_tokenizer`); a frozen LoRA base may be half precision.
     """
 
     def __init__(self, model, tokenizer, pairs, config: DPOConfig, output_dir=None, reference_logps=None):
+        from accelerate import Accelerator
+
+        half = half_precision_trainables(model)
+        if half:
+            raise ValueError(f"{len(half)} trainable parameters are not float32 (e.g. {half[0]}): AdamW would round "
+                             "small updates away. Load the model in float32 and let DPOConfig.mixed_precision run the "
+                             "compute in bf16/fp16.")
         self.model, self.tokenizer, self.pairs, self.config = model, tokenizer, pairs, config
         self.output_dir = Path(output_dir) if output_dir else None
         self.pad_id = tokenizer.pad_token_id
         self.history: list[dict] = []
-        self.step = 0
-        torch.manual_seed(config.seed)
-        params = [p for p in model.parameters() if p.requires_grad]
-        fused = config.fused_adamw if config.fused_adamw is not None else bool(params) and params[0].is_cuda
-        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused or None)
+        self.step = self.skipped_steps = self.consecutive_skips = 0
+        self.accelerator = Accelerator(cpu=next(model.parameters()).device.type == "cpu")
+        self.device = self.accelerator.device
+        self.mixed_precision = config.mixed_precision or default_mixed_precision(self.device)
+        if config.batch_size % self.accelerator.num_processes:
+            raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {self.accelerator.num_processes} processes")
+        if config.activation_checkpointing:
+            from dpo_utils.models import enable_activation_checkpointing
+
+            enable_activation_checkpointing(model)
         if config.compile:
             model.get_decoder().compile(dynamic=True)
+        torch.manual_seed(config.seed)
+        model.to(self.device)
+        self.module = self.accelerator.prepare(PolicyLogprobs(model, config.logprob_mode, config.logits_chunk_size))
+        self.optimizer = self._adamw([p for p in model.parameters() if p.requires_grad])
         warmup = max(config.warmup_steps, 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        self.scaler = grad_scaler(self.device, self.mixed_precision)
         self.reference_logps = reference_logps
+
+    def _adamw(self, params) -> torch.optim.AdamW:
+        cfg = self.config
+        fused = cfg.fused_adamw if cfg.fused_adamw is not None else self.device.type == "cuda"
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused or None)
 
     def ensure_reference_logps(self) -> None:
         """Compute reference log-probs once, from the model as it is before any update."""
@@ -161,59 +234,105 @@ class DPOTrainer:
             cfg = self.config
             self.reference_logps = compute_reference_logprobs(
                 self.model, self.pairs, self.pad_id, cfg.micro_batch_size or cfg.batch_size, cfg.padding_side, cfg.logprob_mode,
-                cfg.logits_chunk_size)
+                cfg.logits_chunk_size, self.mixed_precision)
 
-    def _pair_loss(self, chunk: list[int], metrics: Metrics) -> torch.Tensor:
+    def _pair_loss(self, chunk: list[int], values: dict) -> torch.Tensor:
+        """Summed loss of the pairs ``chunk``; their per-pair metrics are appended to ``values``."""
         cfg = self.config
-        chosen, rejected, counts = batch_logprobs(
-            self.model, [self.pairs[i] for i in chunk], self.pad_id, cfg.padding_side, cfg.logprob_mode, cfg.logits_chunk_size)
-        counts = counts.to(chosen.device)
+        batch = collate_batch([self.pairs[i] for i in chunk], self.pad_id, cfg.padding_side, cfg.logprob_mode)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with autocast(self.device, self.mixed_precision):
+            logps = self.module(batch).float()
+        chosen, rejected = logps[: len(chunk)], logps[len(chunk):]
+        counts = batch["completion_mask"].sum(-1)
         ref_chosen = ref_rejected = None
         if cfg.objective == "dpo":
-            ref_chosen, ref_rejected = self.reference_logps[chunk].to(chosen.device).unbind(-1)
+            ref_chosen, ref_rejected = self.reference_logps[chunk].to(self.device).unbind(-1)
         out = preference_loss(cfg.objective, chosen, rejected, counts[: len(chunk)], counts[len(chunk):], ref_chosen, ref_rejected,
                               cfg.beta, cfg.loss_type, cfg.label_smoothing, cfg.nll_weight, cfg.simpo_gamma)
-        values = {"loss": out.losses, "logps/chosen": chosen, "logps/rejected": rejected}
+        step_values = {"loss": out.losses, "logps/chosen": chosen, "logps/rejected": rejected}
         if cfg.objective != "sft":
-            values |= {"rewards/chosen": out.chosen_rewards, "rewards/rejected": out.rejected_rewards,
-                       "rewards/accuracies": (out.margins > 0).float(), "rewards/margins": out.margins}
-        metrics.add(values | {"length/chosen": counts[: len(chunk)], "length/rejected": counts[len(chunk):]})
+            step_values |= {"rewards/chosen": out.chosen_rewards, "rewards/rejected": out.rejected_rewards,
+                            "rewards/accuracies": (out.margins > 0).float(), "rewards/margins": out.margins}
+        step_values |= {"length/chosen": counts[: len(chunk)], "length/rejected": counts[len(chunk):]}
+        for key, value in step_values.items():
+            values.setdefault(key, []).append(value.detach().float())
         return out.losses.sum()
+
+    def accumulate_gradients(self, indices: list[int]) -> dict[str, float]:
+        """Backward of the mean loss over the pairs ``indices`` (this process's share of them),
+        micro-batch by micro-batch; returns the metrics averaged over all processes' pairs."""
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        mine = indices[rank::world]
+        micro = self.config.micro_batch_size or len(mine)
+        values: dict[str, list] = {}
+        starts = list(range(0, len(mine), micro))
+        for start in starts:
+            sync = start == starts[-1]  # gradients are all-reduced once, after the last micro-batch
+            with nullcontext() if sync else self.accelerator.no_sync(self.module):
+                loss = self._pair_loss(mine[start:start + micro], values) * world / len(indices)
+                self.scaler.scale(loss).backward()
+        return {key: self.accelerator.gather(torch.cat(parts)).mean().item() for key, parts in values.items()}
+
+    def apply_update(self) -> tuple[float, bool]:
+        """Unscale, clip and apply the accumulated gradients, unless they are not finite.
+
+        Returns ``(grad_norm, skipped)``. A skipped step leaves weights and AdamW state untouched
+        (and, in fp16, halves the loss scale)."""
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm).item()
+        skipped = not torch.isfinite(torch.tensor(grad_norm)).item()
+        if not skipped:
+            self.scaler.step(self.optimizer)
+            self.scheduler.step()
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm, skipped
 
     def train_step(self) -> dict:
         """One optimizer step over ``batch_size`` pairs (accumulated over micro-batches)."""
         cfg = self.config
         self.ensure_reference_logps()
         self.model.train()
-        indices = batch_indices(self.step, len(self.pairs), cfg.batch_size, cfg.seed)
-        micro = cfg.micro_batch_size or cfg.batch_size
-        metrics = Metrics()
-        for start in range(0, len(indices), micro):
-            (self._pair_loss(indices[start:start + micro], metrics) / len(indices)).backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-        row = {"step": self.step + 1, "lr": self.scheduler.get_last_lr()[0], **metrics.means(), "grad_norm": grad_norm.item()}
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.scheduler.get_last_lr()[0]
+        metrics = self.accumulate_gradients(batch_indices(self.step, len(self.pairs), cfg.batch_size, cfg.seed))
+        grad_norm, skipped = self.apply_update()
         self.step += 1
+        self.skipped_steps += skipped
+        self.consecutive_skips = self.consecutive_skips + 1 if skipped else 0
+        row = {"step": self.step, "lr": lr, **metrics, "grad_norm": grad_norm, "skipped": int(skipped)}
         self.history.append(row)
+        if self.consecutive_skips >= cfg.max_consecutive_skips:
+            self._stop_on_non_finite(row)
         return row
 
+    def _stop_on_non_finite(self, row: dict) -> None:
+        if self.output_dir:
+            self.save_checkpoint()  # skipped steps changed no weight: this is the last good state
+        raise NonFiniteTrainingError(
+            f"{self.consecutive_skips} steps in a row had non-finite gradients (last loss {row['loss']}), so none "
+            f"was applied. Try: check_preference_data on your data (an empty completion gives NaN with averaged "
+            f"log-probs), a lower learning_rate (now {self.config.learning_rate}), mixed_precision='bf16' or 'no' "
+            f"instead of '{self.mixed_precision}', or a smaller max_grad_norm.")
+
     def train(self, resume: bool = True) -> list[dict]:
-        """Run until ``max_steps``, resuming from ``output_dir/checkpoint`` when present."""
+        """Run until ``max_steps``, resuming from ``output_dir/checkpoint`` when it is this run's."""
         if resume and self.output_dir and (self.output_dir / "checkpoint" / "state.pt").exists():
             self.load_checkpoint()
-        bar = tqdm(total=self.config.max_steps, initial=self.step, desc=f"{self.config.objective} training")
+        main = self.accelerator.is_main_process
+        bar = progress_bar(total=self.config.max_steps, initial=self.step, desc=f"{self.config.objective} training",
+                           disable=not main)
         while self.step < self.config.max_steps:
             row = self.train_step()
             bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            bar.set_postfix(loss=f"{row['loss']:.4f}", **({"skipped": self.skipped_steps} if self.skipped_steps else {}),
+                            refresh=False)
             if self.output_dir and self.config.save_every and self.step % self.config.save_every == 0:
                 self.save_checkpoint()
         bar.close()
         if self.output_dir:
             self.save_checkpoint(keep_optimizer=False)  # finished: Adam's moments (2x the weights) are not needed
-            if self.config.save_final_model:
+            if self.config.save_final_model and main:
                 self.model.save_pretrained(self.output_dir / "final")
                 self.tokenizer.save_pretrained(self.output_dir / "final")
         return self.history
@@ -224,22 +343,44 @@ class DPOTrainer:
         A finished run drops the optimizer state; extending it later (a larger ``max_steps``)
         restarts AdamW's moment estimates from zero.
         """
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
         folder = self.output_dir / "checkpoint"
         folder.mkdir(parents=True, exist_ok=True)
         state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict() if keep_optimizer else None,
-                 "scheduler": self.scheduler.state_dict(), "history": self.history,
-                 "reference_logps": self.reference_logps, "config": asdict(self.config)}
+                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "history": self.history,
+                 "skipped_steps": self.skipped_steps, "reference_logps": self.reference_logps, "config": asdict(self.config),
+                 "fingerprint": run_fingerprint(self.config, self.pairs)}
         torch.save(state, folder / "state.pt.tmp")
         (folder / "state.pt.tmp").replace(folder / "state.pt")
         (folder / "history.json").write_text(json.dumps(self.history))
 
     def load_checkpoint(self) -> None:
-        state = torch.load(self.output_dir / "checkpoint" / "state.pt", weights_only=False)
+        """Resume from ``output_dir/checkpoint``, after checking that it is a checkpoint of this run."""
+        path = self.output_dir / "checkpoint" / "state.pt"
+        state = torch.load(path, weights_only=False, map_location=self.device)
+        if state.get("fingerprint") != run_fingerprint(self.config, self.pairs):
+            raise StaleCheckpointError(
+                f"{path} belongs to a run with other settings or other data (its config: {_config_diff(state['config'], self.config)}). "
+                f"Resuming it would train the wrong thing. Start fresh with trainer.train(resume=False), "
+                f"another output_dir, or delete {path.parent}.")
         self.model.load_state_dict(state["model"])
         if state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         elif state["step"] < self.config.max_steps:
             print("the checkpoint is of a finished run, without optimizer state: AdamW's moments restart from zero")
         self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
         self.step, self.history, self.reference_logps = state["step"], state["history"], state["reference_logps"]
-        print(f"resumed from {self.output_dir / 'checkpoint'} at step {self.step}")
+        self.skipped_steps = state["skipped_steps"]
+        if self.accelerator.is_main_process:
+            print(f"resumed from {path.parent} at step {self.step}")
+
+
+def _config_diff(saved: dict, config: DPOConfig) -> str:
+    """The settings that differ, as ``name: saved -> now``; or a note that the data differ."""
+    now = asdict(config)
+    changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    return "; ".join(changed) if changed else "same settings, different pairs"
+
