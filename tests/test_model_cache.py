@@ -1,0 +1,86 @@
+"""The offline model cache: converted once, published in one step, safe with two processes at once."""
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+from dpo_utils import models
+
+
+def slow_fake_conversion(gguf, out):
+    """Stands in for the 20 s GGUF conversion: a few files written over half a second."""
+    (Path(out) / "config.json").write_text("{}")
+    time.sleep(0.5)
+    (Path(out) / "model.safetensors").write_bytes(b"\0" * 1_000_000)
+
+
+def convert_in_a_process(cache, barrier, queue):
+    import os
+
+    os.environ["DPO_TUTORIAL_CACHE"] = str(cache)
+    models.convert_gguf = slow_fake_conversion
+    barrier.wait()  # both processes look for the cache at the same moment
+    try:
+        queue.put(("ok", str(models.offline_model_dir())))
+    except Exception as error:  # reported to the test, which fails with it
+        queue.put(("error", f"{type(error).__name__}: {error}"))
+
+
+def test_two_processes_converting_at_once_both_get_the_model(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(2), context.Queue()
+    processes = [context.Process(target=convert_in_a_process, args=(tmp_path, barrier, queue)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    results = [queue.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    assert [status for status, _ in results] == ["ok", "ok"], results
+    assert results[0][1] == results[1][1]
+    target = Path(results[0][1])
+    assert sorted(path.name for path in tmp_path.iterdir()) == [target.name]  # no partial folder left
+    assert sorted(path.name for path in target.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_a_failed_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("DPO_TUTORIAL_CACHE", str(tmp_path))
+
+    def broken(gguf, out):
+        (Path(out) / "model.safetensors").write_bytes(b"\0" * 1000)
+        raise KeyboardInterrupt  # the user stopped the kernel mid-conversion
+
+    monkeypatch.setattr(models, "convert_gguf", broken)
+    with pytest.raises(KeyboardInterrupt):
+        models.offline_model_dir()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_complete_cache_is_reused_and_named_after_what_made_it(tmp_path, monkeypatch):
+    import transformers
+
+    monkeypatch.setenv("DPO_TUTORIAL_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "convert_gguf", slow_fake_conversion)
+    first = models.offline_model_dir()
+    assert transformers.__version__ in first.name and first.stat().st_mode & 0o755 == 0o755
+    monkeypatch.setattr(models, "convert_gguf", lambda gguf, out: pytest.fail("converted twice"))
+    assert models.offline_model_dir() == first
+
+
+def test_publishing_onto_an_existing_folder_keeps_it(tmp_path):
+    target, work = tmp_path / "model", tmp_path / "work"
+    for folder, text in ((target, "first"), (work, "second")):
+        folder.mkdir()
+        (folder / "config.json").write_text(text)
+    assert models.publish_folder(work, target) is False
+    assert (target / "config.json").read_text() == "first"
+
+
+def test_the_converted_tokenizer_ends_with_im_end_and_adds_no_bos():
+    """Before transformers 5.18 the GGUF converter read EOS as <|im_start|> and added a BOS."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(models.offline_model_dir())
+    assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("<|im_end|>", 2)
+    assert tokenizer("Hi there")["input_ids"] == tokenizer("Hi there", add_special_tokens=False)["input_ids"]
