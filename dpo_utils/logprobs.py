@@ -14,6 +14,8 @@ model sees correct ``position_ids`` (:func:`position_ids_from_mask`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -80,6 +82,21 @@ def model_sequence_logprobs(
     return sequence_logprobs(logits, input_ids, completion_mask, average=average)
 
 
+def decoder_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformer body of a causal LM (hidden states out, no LM head), on any transformers version.
+
+    Before transformers 5.0, ``get_decoder()`` of GPT-2 and some other models returned the whole
+    LM (or did not exist); the base model (``model.model``, ``model.transformer``...) is the body
+    everywhere. A PEFT wrapper is looked through (its LoRA layers sit inside that body).
+    """
+    if hasattr(model, "get_base_model"):  # peft.PeftModel
+        model = model.get_base_model()
+    body = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if isinstance(body, torch.nn.Module) and body is not model:
+        return body
+    return model.get_decoder()
+
+
 def _chunk_token_logprobs(hidden: torch.Tensor, targets: torch.Tensor, lm_head: torch.nn.Module) -> torch.Tensor:
     return token_logprobs(lm_head(hidden), targets)
 
@@ -113,7 +130,7 @@ def completion_logprobs_lean(
     logits are recomputed in the backward pass instead of kept: the full
     ``batch x seq x vocab`` tensor never exists.
     """
-    hidden = model.get_decoder()(
+    hidden = decoder_of(model)(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
     ).last_hidden_state
@@ -136,8 +153,15 @@ def shared_prompt_logprobs(
     Each prompt (left-padded, ``(B, Lp)``) runs through the model **once**; its key/value cache
     is duplicated for the chosen and the rejected completion (right-padded, ``(2B, Lc)``), which
     then attend to it. Same values and gradients as two full sequences, fewer tokens computed.
+
+    A KV cache cannot live through activation checkpointing (transformers turns the cache off,
+    and a recomputed layer would write into it again): when checkpointing is on, the same
+    sharing runs as one packed forward instead (:func:`packed_pair_logprobs`).
     """
-    decoder = model.get_decoder()
+    decoder = decoder_of(model)
+    if checkpointing_active(model):
+        return packed_pair_logprobs(model, pack_pairs(_pairs_from_shared_batch(prompt_ids, prompt_mask, completion_ids, completion_mask),
+                                                      share_prompt=True), chunk_size=chunk_size)
     prompt = decoder(input_ids=prompt_ids, attention_mask=prompt_mask,
                      position_ids=position_ids_from_mask(prompt_mask), use_cache=True)
     both = torch.arange(len(prompt_ids), device=prompt_ids.device).repeat(2)
@@ -151,3 +175,155 @@ def shared_prompt_logprobs(
     selected = completion_mask.bool()
     return _summed_completion_logprobs(model, predicting[selected], completion_ids[selected],
                                        selected.nonzero()[:, 0], len(completion_ids), chunk_size)
+
+
+def checkpointing_active(model: torch.nn.Module) -> bool:
+    """True when transformers' activation checkpointing is on and the model is training (the flag
+    transformers sets on checkpointed modules, read directly: its name for it changed in 5.x)."""
+    return model.training and any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+
+
+def _pairs_from_shared_batch(prompt_ids, prompt_mask, completion_ids, completion_mask):
+    from dpo_utils.data import TokenizedPair
+
+    ids = lambda row, mask: row[mask.bool()].tolist()
+    n = len(prompt_ids)
+    return [TokenizedPair(ids(prompt_ids[i], prompt_mask[i]), ids(completion_ids[i], completion_mask[i]),
+                          ids(completion_ids[n + i], completion_mask[n + i])) for i in range(n)]
+
+
+# --- padding-free (packed) batches -------------------------------------------------------------
+
+PROMPT, FIRST, SECOND = 0, 1, 2  # branches of a packed unit: the second completion does not see the first
+
+
+@dataclass
+class PackedBatch:
+    """Pairs packed into ``(rows, length)`` without per-sequence padding (see :func:`pack_pairs`).
+
+    ``allowed[r, i, j]``: token ``i`` of row ``r`` may attend to token ``j``; ``real`` marks
+    tokens that are not row-end padding. Completion token ``k`` (flat over all sequences) is
+    predicted by the hidden state at flat position ``predictor[k]`` of the ``rows x length``
+    grid, has id ``targets[k]`` and belongs to sequence ``sequence[k]`` (chosen of pair ``i``:
+    ``i``; rejected: ``B + i``). ``completion_mask`` is ``(2B, longest completion)``, 1 on
+    completion tokens, as in the padded layouts (its row sums are the completion lengths).
+    All fields are tensors, so ``vars(batch)`` is a collated batch and ``PackedBatch(**it)`` undoes it.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    allowed: torch.Tensor
+    real: torch.Tensor
+    predictor: torch.Tensor
+    targets: torch.Tensor
+    sequence: torch.Tensor
+    completion_mask: torch.Tensor
+
+    def to(self, device) -> "PackedBatch":
+        return PackedBatch(**{k: v.to(device) for k, v in vars(self).items()})
+
+
+def _units(pairs, share_prompt: bool):
+    """Token blocks that attend only within themselves: per pair ``prompt+chosen+rejected`` when
+    sharing the prompt, else ``prompt+chosen`` and ``prompt+rejected``.
+    Each unit: (ids, positions, branches, [(sequence, first local index, length), ...])."""
+    n = len(pairs)
+    units = []
+    for i, pair in enumerate(pairs):
+        prompt = list(pair.prompt_ids)
+        if not prompt:
+            raise ValueError(f"pair {i} has an empty prompt: its first completion token has no predicting state")
+        lp = len(prompt)
+        completions = [(i, list(pair.chosen_ids)), (n + i, list(pair.rejected_ids))]
+        groups = [completions] if share_prompt else [[c] for c in completions]
+        for group in groups:
+            ids, positions, branches, spans = prompt[:], list(range(lp)), [PROMPT] * lp, []
+            for branch, (seq, completion) in enumerate(group, start=FIRST):
+                spans.append((seq, len(ids), len(completion)))
+                ids += completion
+                positions += range(lp, lp + len(completion))
+                branches += [branch] * len(completion)
+            units.append((ids, positions, branches, spans, lp))
+    return units
+
+
+def pack_pairs(pairs, share_prompt: bool = True, row_length: int | None = None, pad_token_id: int = 0) -> PackedBatch:
+    """Pack ``pairs`` into rows of at most ``max(row_length, longest unit)`` tokens, no padding between sequences.
+
+    Units (see ``share_prompt``) are placed first-fit, longest first; only row ends are padded.
+    Inside a unit attention is causal, except that the rejected completion does not see the
+    chosen one: with ``share_prompt`` both completions attend to one copy of the prompt, with
+    the positions they would have after it (the rejected one's restart after the prompt).
+    """
+    units = _units(pairs, share_prompt)
+    capacity = max(row_length or 0, max(len(u[0]) for u in units))
+    rows: list[list[int]] = []
+    fill: list[int] = []
+    for k in sorted(range(len(units)), key=lambda k: -len(units[k][0])):
+        for r, used in enumerate(fill):
+            if used + len(units[k][0]) <= capacity:
+                rows[r].append(k)
+                fill[r] += len(units[k][0])
+                break
+        else:
+            rows.append([k])
+            fill.append(len(units[k][0]))
+    length = max(fill)
+    ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), length), dtype=torch.long)
+    unit_of = torch.full((len(rows), length), -1, dtype=torch.long)  # padding: unit -1
+    branch = torch.zeros((len(rows), length), dtype=torch.long)
+    predictor, targets, sequence = [], [], []
+    for r, members in enumerate(rows):
+        start = 0
+        for k in members:
+            unit_ids, unit_positions, unit_branches, spans, lp = units[k]
+            end = start + len(unit_ids)
+            ids[r, start:end] = torch.tensor(unit_ids)
+            positions[r, start:end] = torch.tensor(unit_positions)
+            branch[r, start:end] = torch.tensor(unit_branches)
+            unit_of[r, start:end] = k
+            for seq, first, n in spans:
+                # token j of a completion is predicted by the state before it; for j = 0 the prompt's last
+                before = [start + lp - 1] + [start + first + j - 1 for j in range(1, n)]
+                predictor += [r * length + b for b in before]
+                targets += unit_ids[first:first + n]
+                sequence += [seq] * n
+            start = end
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    allowed = (unit_of[:, :, None] == unit_of[:, None, :]) & causal
+    allowed &= ~((branch[:, :, None] == SECOND) & (branch[:, None, :] == FIRST))
+    completions = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    longest = max(len(c) for c in completions)
+    completion_mask = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in completions])
+    return PackedBatch(ids, positions, allowed, unit_of >= 0, torch.tensor(predictor), torch.tensor(targets),
+                       torch.tensor(sequence), completion_mask)
+
+
+def _attention_mask_4d(model, allowed: torch.Tensor) -> torch.Tensor:
+    """``(rows, 1, L, L)`` mask for transformers: boolean for SDPA, additive (0 / min) for eager attention."""
+    mask = allowed[:, None]
+    if getattr(model.config, "_attn_implementation", "eager") == "sdpa":
+        return mask
+    dtype = next(model.parameters()).dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def packed_pair_logprobs(model: torch.nn.Module, packed: PackedBatch, chunk_size: int = 256) -> torch.Tensor:
+    """Completion log-probs of the ``2B`` sequences (chosen then rejected) of a :class:`PackedBatch`.
+
+    One forward over the packed rows with a block-diagonal 4D attention mask and per-sequence
+    position ids; the LM head runs on completion-predicting states only (as in
+    :func:`completion_logprobs_lean`). Same values and gradients as
+    :func:`model_sequence_logprobs`; no cache, so it works under activation checkpointing.
+    Flash-attention kernels take no 4D mask: not supported here.
+    """
+    attn = getattr(model.config, "_attn_implementation", "eager")
+    if attn not in ("sdpa", "eager"):
+        raise ValueError(f"packed batches need a 4D attention mask: attn_implementation {attn!r} is not supported (use sdpa or eager)")
+    device = next(model.parameters()).device
+    packed = packed.to(device)
+    hidden = decoder_of(model)(input_ids=packed.input_ids, attention_mask=_attention_mask_4d(model, packed.allowed),
+                               position_ids=packed.position_ids, use_cache=False).last_hidden_state
+    states = hidden.flatten(0, 1)[packed.predictor]
+    return _summed_completion_logprobs(model, states, packed.targets, packed.sequence, len(packed.completion_mask), chunk_size)
