@@ -2,10 +2,13 @@
 
     dpo-run-notebook notebooks/01_mse_toy_gradient_descent.ipynb
     python -m dpo_utils.notebooks notebooks/*.ipynb --size full
+    dpo-run-notebook notebooks/07_dpo_smollm2_cpu.ipynb --size reduced   # -> runs/reduced-notebooks/
 
 Committed notebooks carry the outputs of a full-size run (README's rule); this is the
 command that makes them. Each notebook prints ``describe_run()`` near the top, so the stored
-outputs say which size and which device produced them.
+outputs say which size and which device produced them. A reduced run never overwrites the
+committed notebook: it is written to ``runs/reduced-notebooks/`` unless ``--output-dir`` says
+where (a folder that would overwrite the source notebook is refused).
 """
 
 from __future__ import annotations
@@ -15,12 +18,32 @@ import os
 import time
 from pathlib import Path
 
+from dpo_utils.config import RUNS_DIR
 
-def run_notebook(path: Path, size: str = "full", timeout: int = 3600) -> float:
-    """Execute ``path`` in its own folder with ``DPO_TUTORIAL_SIZE=size``; save outputs; return seconds."""
+REDUCED_DIR = RUNS_DIR / "reduced-notebooks"
+
+
+def output_path(path: Path, size: str, output_dir: Path | None = None) -> Path:
+    """Where the executed notebook is saved: in place for a full run, ``REDUCED_DIR`` for a reduced one."""
+    if output_dir is None:
+        return path if size == "full" else REDUCED_DIR / path.name
+    out = Path(output_dir) / path.name
+    if size != "full" and out.resolve() == path.resolve():
+        raise ValueError(f"{path}: a reduced run would overwrite the stored full-size outputs; choose another --output-dir")
+    return out
+
+
+def run_notebook(path: Path, size: str = "full", timeout: int = 3600, output: Path | None = None) -> float:
+    """Execute ``path`` in its own folder with ``DPO_TUTORIAL_SIZE=size``; save to ``output``; return seconds.
+
+    ``output`` defaults to :func:`output_path` (``path`` itself for a full-size run)."""
     import nbformat
     from nbclient import NotebookClient
 
+    path = Path(path)
+    output = Path(output) if output is not None else output_path(path, size)
+    if size != "full" and output.resolve() == path.resolve():
+        raise ValueError(f"{path}: a reduced run would overwrite the stored full-size outputs")
     os.environ["DPO_TUTORIAL_SIZE"] = size
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -32,7 +55,8 @@ def run_notebook(path: Path, size: str = "full", timeout: int = 3600) -> float:
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
-    nbformat.write(notebook, path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, output)
     return seconds
 
 
@@ -41,10 +65,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--size", default="full", choices=["full", "reduced"])
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help=f"where to save the executed notebooks (default: in place at full size, {REDUCED_DIR} when reduced)")
     args = parser.parse_args(argv)
-    for path in args.notebooks:
-        seconds = run_notebook(path, args.size, args.timeout)
-        print(f"{path}: executed at size={args.size} in {seconds:.0f} s, outputs saved")
+    try:
+        outputs = [output_path(path, args.size, args.output_dir) for path in args.notebooks]
+    except ValueError as error:
+        parser.error(str(error))
+    for path, output in zip(args.notebooks, outputs):
+        seconds = run_notebook(path, args.size, args.timeout, output)
+        print(f"{path}: executed at size={args.size} in {seconds:.0f} s, outputs saved to {output}")
 
 
 if __name__ == "__main__":

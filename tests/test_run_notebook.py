@@ -1,0 +1,46 @@
+"""dpo-run-notebook: full runs store outputs in place; reduced runs never overwrite them."""
+
+import nbformat
+import pytest
+
+from dpo_utils import notebooks
+
+
+def tiny_notebook(path):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os\nprint(os.environ['DPO_TUTORIAL_SIZE'], open('data.txt').read())")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+    (path.parent / "data.txt").write_text("read from the notebook's folder")
+    return path
+
+
+def printed(path):
+    return nbformat.read(path, as_version=4).cells[0].outputs[0]["text"]
+
+
+def test_reduced_run_goes_elsewhere_and_leaves_the_stored_notebook(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    source = tiny_notebook(tmp_path / "notebooks" / "07_x.ipynb")
+    before = source.read_text()
+    monkeypatch.setattr(notebooks, "REDUCED_DIR", tmp_path / "reduced")
+    monkeypatch.setenv("DPO_TUTORIAL_SIZE", "full")
+    notebooks.main([str(source), "--size", "reduced"])
+    assert source.read_text() == before
+    assert printed(tmp_path / "reduced" / "07_x.ipynb") == "reduced read from the notebook's folder\n"
+
+
+def test_reduced_run_into_the_source_folder_is_refused(tmp_path, monkeypatch):
+    source = tiny_notebook(tmp_path / "07_x.ipynb")
+    monkeypatch.setenv("DPO_TUTORIAL_SIZE", "full")
+    with pytest.raises(SystemExit):
+        notebooks.main([str(source), "--size", "reduced", "--output-dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="overwrite the stored full-size outputs"):
+        notebooks.run_notebook(source, "reduced", output=source)
+
+
+def test_full_run_stores_outputs_in_place(tmp_path, monkeypatch):
+    source = tiny_notebook(tmp_path / "07_x.ipynb")
+    monkeypatch.setenv("DPO_TUTORIAL_SIZE", "reduced")
+    notebooks.main([str(source)])
+    assert printed(source) == "full read from the notebook's folder\n"
