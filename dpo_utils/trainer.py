@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 
 from dpo_utils.data import TokenizedPair, collate_pairs, collate_shared_prompt
-from dpo_utils.logprobs import completion_logprobs_lean, model_sequence_logprobs, shared_prompt_logprobs
+from dpo_utils.logprobs import (PackedBatch, completion_logprobs_lean, model_sequence_logprobs, pack_pairs, packed_pair_logprobs,
+                                shared_prompt_logprobs)
 from dpo_utils.losses import OBJECTIVES, preference_loss
 from dpo_utils.precision import autocast, check_mixed_precision, default_mixed_precision, grad_scaler, half_precision_trainables
 from dpo_utils.progress import progress_bar
@@ -63,6 +64,7 @@ class DPOConfig:
     share_prompt: bool = True  # prompt computed once for chosen and rejected (prefix sharing)
     lean_logits: bool = True  # LM head only on completion positions, chunked (same numbers, less memory)
     logits_chunk_size: int = 256  # completion positions per LM-head chunk
+    padding_free: bool = False  # sequences packed without padding, block-diagonal attention (dpo_utils.logprobs.pack_pairs)
     mixed_precision: str | None = None  # "no", "bf16", "fp16"; None: bf16 on recent GPUs, fp16 on a T4, "no" on CPU
     activation_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
     max_consecutive_skips: int = 10  # stop when this many steps in a row had non-finite gradients
@@ -79,6 +81,8 @@ class DPOConfig:
 
     @property
     def logprob_mode(self) -> str:
+        if self.padding_free:
+            return "packed" if self.share_prompt else "packed-unshared"
         return "shared" if self.share_prompt else "lean" if self.lean_logits else "full"
 
 
@@ -96,6 +100,8 @@ class StaleCheckpointError(RuntimeError):
 
 def collate_batch(pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right", mode: str = "full") -> dict:
     """The tensors :func:`logprobs_of_batch` needs for ``mode`` (see :func:`batch_logprobs`)."""
+    if mode.startswith("packed"):
+        return vars(pack_pairs(pairs, share_prompt=mode == "packed", pad_token_id=pad_token_id))
     if mode == "shared":
         return collate_shared_prompt(pairs, pad_token_id)
     batch = collate_pairs(pairs, pad_token_id, padding_side)
@@ -104,6 +110,8 @@ def collate_batch(pairs: list[TokenizedPair], pad_token_id: int, padding_side: s
 
 def logprobs_of_batch(model, batch: dict, mode: str = "full", chunk_size: int = 256) -> torch.Tensor:
     """Summed completion log-probs of the ``2B`` sequences of a collated batch, chosen first."""
+    if mode.startswith("packed"):
+        return packed_pair_logprobs(model, PackedBatch(**batch), chunk_size=chunk_size)
     if mode == "shared":
         return shared_prompt_logprobs(model, *batch.values(), chunk_size=chunk_size)
     if mode == "lean":

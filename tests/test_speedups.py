@@ -37,19 +37,36 @@ def test_lean_logprobs_match_full_logits_in_value_and_gradient(make_model, chunk
 
 
 @pytest.mark.parametrize("speedup", [{"lean_logits": True}, {"lean_logits": True, "share_prompt": True},
-                                     {"fused_adamw": True}, {"compile": True}], ids=["lean", "shared", "fused-adamw", "compile"])
-def test_training_step_is_the_same_with_each_speedup(speedup):
+                                     {"fused_adamw": True}, {"compile": True}, {"padding_free": True, "share_prompt": False},
+                                     {"padding_free": True, "share_prompt": True},
+                                     {"share_prompt": True, "checkpointing": True},
+                                     {"padding_free": True, "share_prompt": True, "checkpointing": True}],
+                         ids=["lean", "shared", "fused-adamw", "compile", "padding-free", "padding-free-shared",
+                              "shared-checkpointed", "padding-free-shared-checkpointed"])
+def test_training_step_is_the_same_with_each_speedup(speedup, monkeypatch):
+    import dpo_utils.logprobs
+    import dpo_utils.trainer
     from dpo_utils.trainer import DPOConfig, DPOTrainer
     from tests.helpers import TinyTokenizer, make_pairs
 
+    packed_calls = []
+    packed = dpo_utils.logprobs.packed_pair_logprobs
+    spy = lambda *args, **kwargs: packed_calls.append(1) or packed(*args, **kwargs)
+    monkeypatch.setattr(dpo_utils.logprobs, "packed_pair_logprobs", spy)
+    monkeypatch.setattr(dpo_utils.trainer, "packed_pair_logprobs", spy)
     models = []
     baseline = {"share_prompt": False, "lean_logits": False, "fused_adamw": False, "compile": False}
     for options in (baseline, baseline | speedup):
+        options = dict(options)
         model = tiny_llama()
+        if options.pop("checkpointing", False):  # transformers' own switch, the one the trainer's option turns on
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable({"use_reentrant": False})
         trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(beta=0.5, learning_rate=1e-2, **options))
         rows = [trainer.train_step() for _ in range(2)]
         models.append((model, rows[-1]["loss"]))
     assert abs(models[0][1] - models[1][1]) < 1e-5
+    assert bool(packed_calls) == bool(speedup.get("padding_free") or speedup.get("checkpointing"))  # the packed path ran
     if speedup.get("compile"):
         assert models[1][0].get_decoder()._compiled_call_impl is not None  # the compiled decoder really ran
     # AdamW moves every weight by about lr = 1e-2 a step whatever its gradient's size, so float
