@@ -7,6 +7,7 @@ reference is recovered by disabling the adapters. No second copy of the model is
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 
@@ -16,7 +17,9 @@ def attach_lora(model, rank: int = 16, alpha: int | None = None, dropout: float 
 
     config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=target_modules,
                         task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft still asks for the old name; transformers 5 warns about it
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def is_lora(model) -> bool:

@@ -94,3 +94,11 @@ def test_fp16_run_trains_on_cpu_with_the_t4_code_path():
     history = trainer.train()
     applied = [row["loss"] for row in history if not row["skipped"]]
     assert len(applied) >= 4 and applied[-1] < applied[0]
+
+
+def test_loading_for_training_is_float32_even_where_half_precision_is_native(monkeypatch):
+    from dpo_utils import models
+
+    monkeypatch.setattr(models, "pick_device_and_dtype", lambda device=None: (torch.device("cpu"), torch.bfloat16))
+    model, _ = models.load_model_and_tokenizer(device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
