@@ -49,3 +49,26 @@ def test_missing_pad_gets_a_new_token():
     tok = FakeTokenizer({"</s>": 0}, pad=None, eos="</s>")
     ensure_pad_token(tok)
     assert tok.pad_token == "<|pad|>" and tok.pad_token_id == 1
+
+
+@pytest.mark.parametrize("wrap", ["plain", "lora"])
+def test_activation_checkpointing_is_on_without_warnings_and_gives_the_same_gradients(wrap):
+    import warnings
+
+    from dpo_utils.lora import attach_lora
+    from dpo_utils.models import enable_activation_checkpointing
+    from tests.helpers import tiny_llama
+
+    ids = torch.arange(1, 13).reshape(2, 6)
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_llama() if wrap == "plain" else attach_lora(tiny_llama(), rank=4)
+        model.train()
+        if checkpointing:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no FutureWarning from a renamed transformers method
+                enable_activation_checkpointing(model)
+            assert any(getattr(module, "gradient_checkpointing", False) is True for module in model.modules())
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
+    assert grads[1].abs().sum() > 0 and torch.allclose(grads[0], grads[1], atol=1e-6)

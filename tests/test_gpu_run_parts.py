@@ -156,7 +156,9 @@ def test_t4_code_path_gradient_checkpointing_with_lora_gives_the_same_step():
     for checkpointing in (False, True):
         policy, pairs = attach_lora(tiny_llama(), rank=4), make_pairs()
         if checkpointing:
-            policy.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            from dpo_utils.models import enable_activation_checkpointing
+
+            enable_activation_checkpointing(policy)
             assert any(getattr(module, "gradient_checkpointing", False) for module in policy.modules())
         config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=8, micro_batch_size=2, max_steps=2, share_prompt=False)
         trainer = DPOTrainer(policy, TinyTokenizer(), pairs, config)
