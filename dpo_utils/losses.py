@@ -22,6 +22,17 @@ ipo       :math:`\left(h_w - h_l - \frac{1}{2\beta}\right)^2`                 Az
 hinge     :math:`\max(0,\ 1 - u)`                                           Zhao et al. 2023 (SLiC)
 ========  ================================================================  =======================
 
+Only ``sigmoid`` with :math:`\varepsilon > 0` (cDPO) keeps margins finite on a pair seen one way
+round: its loss is smallest at :math:`u = \log\frac{1-\varepsilon}{\varepsilon}`. ``robust``
+is unbiased for the clean loss under label noise, but it is **not bounded below**: as
+:math:`u \to \infty` its loss behaves like :math:`-\frac{\varepsilon}{1-2\varepsilon}\,u`
+(slope :math:`-0.125` at :math:`\varepsilon = 0.1`), so on a pair seen once it has no minimum and
+keeps pushing the margin. Its expected loss has a finite minimiser only for a pair whose observed
+win rate :math:`p` lies strictly between :math:`\varepsilon` and :math:`1-\varepsilon`; there
+:math:`\sigma(u^*) = (p-\varepsilon)/(1-2\varepsilon)`, the noise-free win rate. (``ipo`` targets
+:math:`h_w - h_l = \frac{1}{2\beta}`; ``hinge`` is zero for every :math:`u \ge 1`; plain DPO
+falls towards 0 as :math:`u \to \infty`: no minimum either, but bounded below.)
+
 Two **reference-free** variants score each completion by its *average* token log-prob
 :math:`\bar\ell = \log\pi_\theta(y|x)/|y|` (no :math:`\pi_{ref}`, no second model):
 
@@ -84,6 +95,7 @@ def dpo_loss(
         loss_type: one of ``sigmoid``, ``robust``, ``ipo``, ``hinge`` (formulas in the module doc).
         label_smoothing: :math:`\varepsilon`, the assumed probability that a label is flipped
             (``sigmoid`` and ``robust`` only; must be below 0.5).
+            ``robust`` with :math:`\varepsilon > 0` is unbounded below on one-way pairs (module doc).
 
     Returns:
         :class:`DPOLossOutput` with ``losses``, ``chosen_rewards``, ``rejected_rewards``;
@@ -156,7 +168,7 @@ def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, 
 def preference_loss(objective: str, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
                     ref_chosen_logps=None, ref_rejected_logps=None, beta: float = 0.1, loss_type: str = "sigmoid",
                     label_smoothing: float = 0.0, nll_weight: float = 0.0, simpo_gamma: float = 0.5) -> DPOLossOutput:
-    """One entry point for every objective, from summed log-probs and completion lengths (tokens).
+    r"""One entry point for every objective, from summed log-probs and completion lengths (tokens).
 
     ``objective``: ``dpo`` (:func:`dpo_loss` with ``loss_type``; plus ``nll_weight`` times the
     chosen per-token NLL when ``nll_weight > 0``), ``sft`` (chosen per-token NLL: Preferred-FT),
@@ -182,7 +194,7 @@ def preference_loss(objective: str, chosen_logps, rejected_logps, chosen_lengths
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """:math:`\log(1 - e^x)` for :math:`x < 0`, stable on both sides of :math:`-\log 2`."""
+    r""":math:`\log(1 - e^x)` for :math:`x < 0`, stable on both sides of :math:`-\log 2`."""
     return torch.where(x < -math.log(2), torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
 
 
