@@ -3,7 +3,7 @@ and the win rate of a tuned model against its reference, with a confidence inter
 
 from __future__ import annotations
 
-import math
+import random
 import statistics
 
 import torch
@@ -45,16 +45,35 @@ def load_judge(name: str):
     return vader_judge if name == "vader" else reward_model_judge(name)
 
 
-def win_rate(policy_scores, reference_scores, z: float = 1.96) -> dict:
-    """Share of prompts where the policy's completion scores higher (ties count one half).
+def win_rate(policy_scores, reference_scores, prompts=None, level: float = 0.95, n_bootstrap: int = 4000,
+             seed: int = 0) -> dict:
+    """Share of comparisons where the policy's completion scores higher (ties count one half).
 
-    Returns ``wins``, ``ties``, ``losses``, ``n``, ``rate`` and a normal-approximation confidence
-    interval ``low``/``high`` (95% for ``z = 1.96``) over the per-prompt outcomes 1, 1/2, 0.
+    Several samples of one prompt are not independent comparisons: a prompt that suits the
+    policy tends to win all of them. So the interval is a **bootstrap over prompts**: resample
+    the prompts with replacement (``n_bootstrap`` times), keep each drawn prompt's comparisons,
+    recompute the rate, and take the central ``level`` share. ``prompts`` gives each comparison's
+    prompt (index or text); without it every comparison is its own prompt.
+
+    Returns ``wins``, ``ties``, ``losses``, ``n`` (comparisons), ``n_prompts``, ``rate``, ``low``, ``high``.
     """
     if len(policy_scores) != len(reference_scores) or not policy_scores:
         raise ValueError(f"need matched, non-empty scores: got {len(policy_scores)} and {len(reference_scores)}")
+    prompts = list(range(len(policy_scores))) if prompts is None else list(prompts)
+    if len(prompts) != len(policy_scores):
+        raise ValueError(f"need one prompt per comparison: got {len(prompts)} for {len(policy_scores)}")
     outcomes = [1.0 if p > r else 0.5 if p == r else 0.0 for p, r in zip(policy_scores, reference_scores)]
-    n, rate = len(outcomes), statistics.fmean(outcomes)
-    half_width = z * statistics.pstdev(outcomes) / math.sqrt(n) if n > 1 else float("nan")
-    return {"wins": outcomes.count(1.0), "ties": outcomes.count(0.5), "losses": outcomes.count(0.0), "n": n,
-            "rate": rate, "low": max(0.0, rate - half_width), "high": min(1.0, rate + half_width)}
+    by_prompt: dict = {}
+    for prompt, outcome in zip(prompts, outcomes):
+        by_prompt.setdefault(repr(prompt), []).append(outcome)
+    groups = list(by_prompt.values())
+    rng = random.Random(seed)
+    rates = sorted(_pooled_rate(rng.choices(groups, k=len(groups))) for _ in range(n_bootstrap))
+    tail = (1 - level) / 2
+    return {"wins": outcomes.count(1.0), "ties": outcomes.count(0.5), "losses": outcomes.count(0.0), "n": len(outcomes),
+            "n_prompts": len(groups), "rate": statistics.fmean(outcomes),
+            "low": rates[int(tail * n_bootstrap)], "high": rates[min(int((1 - tail) * n_bootstrap), n_bootstrap - 1)]}
+
+
+def _pooled_rate(groups: list[list[float]]) -> float:
+    return sum(map(sum, groups)) / sum(map(len, groups))

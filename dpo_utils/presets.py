@@ -112,8 +112,7 @@ def preset_memory(preset: RunPreset) -> dict[str, float]:
     from dpo_utils.memory import parameter_count, step_tokens, training_memory
 
     config = architecture_config(preset.architecture)
-    share = not preset.activation_checkpointing
-    tokens, completion = step_tokens(preset.micro_batch_size, preset.max_prompt_length, preset.max_completion_length, share)
+    tokens, completion = step_tokens(preset.micro_batch_size, preset.max_prompt_length, preset.max_completion_length, True)
     trainable = None
     if preset.lora_rank:  # all-linear LoRA: r x (in + out) per projection
         h, i, kv = config.hidden_size, config.intermediate_size, config.num_key_value_heads * config.hidden_size // config.num_attention_heads

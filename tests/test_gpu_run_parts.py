@@ -120,13 +120,23 @@ def test_shipped_pairs_split_for_the_offline_preset():
 
 def test_win_rate_counts_ties_as_half_and_gives_an_interval():
     result = win_rate([3, 2, 1, 5], [1, 2, 4, 0])
-    assert (result["wins"], result["ties"], result["losses"], result["n"]) == (2, 1, 1, 4)
+    assert (result["wins"], result["ties"], result["losses"], result["n"], result["n_prompts"]) == (2, 1, 1, 4, 4)
     assert result["rate"] == pytest.approx(2.5 / 4)
     assert result["low"] < result["rate"] < result["high"]
-    many = win_rate([1] * 300 + [0] * 100, [0] * 300 + [1] * 100)
-    assert many["rate"] == 0.75 and many["high"] - many["low"] == pytest.approx(2 * 1.96 * (0.75 * 0.25 / 400) ** 0.5)
+    many = win_rate([1] * 300 + [0] * 100, [0] * 300 + [1] * 100)  # independent comparisons: the normal interval
+    assert many["rate"] == 0.75 and many["high"] - many["low"] == pytest.approx(2 * 1.96 * (0.75 * 0.25 / 400) ** 0.5, rel=0.1)
     with pytest.raises(ValueError, match="matched"):
         win_rate([1, 2], [1])
+
+
+def test_win_rate_interval_resamples_prompts_not_samples():
+    """12 prompts x 4 samples that always agree within a prompt: 12 independent outcomes, not 48."""
+    policy = [1] * 28 + [0] * 20
+    reference = [0] * 28 + [1] * 20
+    prompts = [i // 4 for i in range(48)]
+    by_prompt, naive = win_rate(policy, reference, prompts), win_rate(policy, reference)
+    assert by_prompt["n_prompts"] == 12 and by_prompt["n"] == 48 and by_prompt["rate"] == naive["rate"]
+    assert by_prompt["high"] - by_prompt["low"] > 1.6 * (naive["high"] - naive["low"])  # about 2x = sqrt(4)
 
 
 def test_reward_model_judge_scores_each_conversation_the_same_alone_or_in_a_padded_batch(tmp_path):

@@ -1,0 +1,132 @@
+"""Check notebook 08's GPU presets on a GPU, offline: does each preset's step fit its card and train?
+
+    python benchmarks/gpu_presets.py                      # every GPU preset, full shapes, memory capped per card
+    python benchmarks/gpu_presets.py --presets t4 --json gpu_presets.json
+    python benchmarks/gpu_presets.py --shrink             # tiny shapes: the same code path on a CPU (tests)
+
+No hub is needed: each preset's model is built from its architecture's config shipped in the
+repository (:mod:`dpo_utils.architectures`), with random weights (speed and memory depend on
+the shapes only) and the bundled SmolLM2 tokenizer. Each preset runs in its own process with
+memory capped at its smallest card (``torch.cuda.set_per_process_memory_fraction``), at the
+preset's precision, LoRA or full fine-tuning, micro-batch, lengths (every prompt and completion
+at its maximum) and learning rate, and prints:
+
+- peak memory (``torch.cuda.max_memory_allocated``) against the card and the estimate of
+  :mod:`dpo_utils.memory`;
+- seconds per optimizer step (``batch_size`` pairs, accumulated over micro-batches; median of the
+  timed steps after one warm-up step);
+- whether every loss was finite and how many steps were skipped (fp16 loss scaling skips a few
+  at first while it finds its scale);
+- the share of trained weight elements that one step changed (fp32 master weights: ~100 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+GPU_PRESETS = ("t4", "mid-gpu", "large-gpu")
+
+
+def synthetic_pairs(preset, vocab: int, n: int, seed: int = 0):
+    """``n`` pairs with every prompt and completion at the preset's maximum length."""
+    from dpo_utils.data import TokenizedPair
+
+    gen = torch.Generator().manual_seed(seed)
+    ids = lambda k: torch.randint(100, vocab, (k,), generator=gen).tolist()
+    return [TokenizedPair(ids(preset.max_prompt_length), ids(preset.max_completion_length - 1) + [2],
+                          ids(preset.max_completion_length - 1) + [2]) for _ in range(n)]
+
+
+def measure(name: str, steps: int, shrink: bool) -> dict:
+    """Train one preset for ``steps`` optimizer steps in this process; return its measurements."""
+    from dpo_utils.architectures import random_model_and_tokenizer
+    from dpo_utils.lora import attach_lora
+    from dpo_utils.memory import GIB
+    from dpo_utils.precision import fraction_changed, trainable_copy
+    from dpo_utils.presets import PRESETS, preset_memory
+    from dpo_utils.trainer import DPOConfig, DPOTrainer
+
+    preset = PRESETS[name]
+    overrides = {}
+    if shrink:
+        preset = replace(preset, max_prompt_length=16, max_completion_length=16, batch_size=2, micro_batch_size=1)
+        overrides = dict(num_hidden_layers=1, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=49152)  # still the architecture's code, at a tiny size
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, preset.card_memory_gib * GIB / total))
+        torch.cuda.reset_peak_memory_stats()
+    model, tokenizer = random_model_and_tokenizer(preset.architecture, dtype=getattr(torch, preset.dtype), device=device, **overrides)
+    policy = attach_lora(model, rank=preset.lora_rank) if preset.lora_rank else model.requires_grad_(True)
+    config = DPOConfig(beta=preset.beta, learning_rate=preset.learning_rate, batch_size=preset.batch_size,
+                       micro_batch_size=preset.micro_batch_size, max_steps=steps, mixed_precision=preset.mixed_precision,
+                       activation_checkpointing=preset.activation_checkpointing)
+    trainer = DPOTrainer(policy, tokenizer, synthetic_pairs(preset, model.config.vocab_size, preset.batch_size), config)
+    trainer.ensure_reference_logps()
+    seconds, rows, changed = [], [], []
+    for _ in range(steps):
+        before = trainable_copy(policy)
+        start = time.perf_counter()
+        rows.append(trainer.train_step())
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+        changed.append(fraction_changed(before, policy))
+    applied = [c for c, row in zip(changed, rows) if not row["skipped"]]
+    return {"preset": name, "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+            "card_gib": preset.card_memory_gib, "estimate_gib": preset_memory(preset)["total"] / GIB,
+            "peak_gib": torch.cuda.max_memory_allocated() / GIB if device == "cuda" else float("nan"),
+            "seconds_per_step": statistics.median(seconds[1:] or seconds), "losses_finite": all(map(_finite, rows)),
+            "skipped": sum(row["skipped"] for row in rows), "changed": statistics.fmean(applied) if applied else 0.0,
+            "steps": steps, "shrunk": shrink}
+
+
+def _finite(row: dict) -> bool:
+    return row["skipped"] or torch.isfinite(torch.tensor(row["loss"])).item()
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=list(GPU_PRESETS), choices=GPU_PRESETS)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--shrink", action="store_true", help="tiny shapes (1 layer, hidden 64, 16+16 tokens): a CPU smoke test")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one preset in this process
+    args = parser.parse_args(argv)
+    if args.one:
+        print("RESULT " + json.dumps(measure(args.one, args.steps, args.shrink)))
+        return []
+    results = []
+    for name in args.presets:  # one process each: its own peak memory and memory cap
+        command = [sys.executable, __file__, "--one", name, "--steps", str(args.steps)] + (["--shrink"] if args.shrink else [])
+        out = subprocess.run(command, capture_output=True, text=True)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+        results.append(json.loads(lines[-1][7:]) if lines else {"preset": name, "error": out.stderr.strip().splitlines()[-1:]})
+    print(f"torch {torch.__version__}, {results[0].get('device', '?')}; {args.steps} steps per preset"
+          + (" (shrunk shapes)" if args.shrink else ""))
+    print(f"{'preset':10} {'card GiB':>8} {'estimate':>8} {'peak GiB':>8} {'s/step':>7} {'finite':>6} {'skipped':>7} {'changed':>8}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['preset']:10} failed: {r['error']}")
+            continue
+        print(f"{r['preset']:10} {r['card_gib']:8.1f} {r['estimate_gib']:8.1f} {r['peak_gib']:8.1f} {r['seconds_per_step']:7.2f} "
+              f"{str(r['losses_finite']):>6} {r['skipped']:7d} {100 * r['changed']:7.2f}%")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()
