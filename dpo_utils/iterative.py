@@ -1,0 +1,76 @@
+"""Iterative (on-policy) DPO: sample from the current policy, rank with a reward, pair, train again.
+
+Round 0 trains on a given set of pairs (for example off-policy pairs written by the reference).
+Each later round samples completions from the *current* policy on the training prompts, scores
+them with the true reward, pairs each prompt's best sample with its worst, and continues
+training the current policy on those pairs. The reference stays the same model in every round:
+its log-probs are computed from ``reference``, never from the policy a round starts from.
+
+Every round lives in ``output_dir/round_<r>/``: its pairs (``pairs.jsonl``), the trainer's
+checkpoint, and ``round.json`` once the round is done, so an interrupted loop resumes where it
+stopped: finished rounds are loaded, an unfinished one resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from dpo_utils.data import prepare_preference_data, save_preference_jsonl
+from dpo_utils.evaluation import sample_completions
+from dpo_utils.sentiment import build_preference_rows
+from dpo_utils.trainer import DPOTrainer, compute_reference_logprobs
+
+
+def best_vs_worst_rows(prompts, samples, rewards, min_gap: float = 0.1) -> list[dict]:
+    """One pair per prompt: its highest-reward sample against its lowest.
+
+    ``samples`` are ``(prompt_index, _, _, text)`` tuples from
+    :func:`dpo_utils.evaluation.sample_completions`. A prompt gets no pair when it has fewer than
+    two distinct non-empty texts, or when best and worst are tied or closer than ``min_gap``
+    (a tie never yields a pair, even with ``min_gap=0``: there is no preference to learn).
+    """
+    if min_gap < 0:
+        raise ValueError(f"min_gap={min_gap} must be >= 0")
+    rows = build_preference_rows(prompts, samples, rewards, pairs_per_prompt=1, min_gap=min_gap)
+    return [row for row in rows if row["score_chosen"] > row["score_rejected"]]
+
+
+def on_policy_rows(policy, tokenizer, prompts, reward_fn, n_samples: int, max_new_tokens: int, seed: int,
+                   min_gap: float = 0.1) -> list[dict]:
+    """Sample ``n_samples`` completions per prompt from ``policy``, score them, pair best against worst."""
+    samples = sample_completions(policy, tokenizer, prompts, n_samples, max_new_tokens, seed=seed)
+    return best_vs_worst_rows(prompts, samples, reward_fn([text for *_, text in samples]), min_gap)
+
+
+def run_rounds(policy, reference, tokenizer, first_rows: list[dict], make_rows, configs, output_dir,
+               evaluate=None, max_completion_length: int = 64, max_prompt_length: int = 128) -> list[dict]:
+    """Train ``policy`` for ``len(configs)`` rounds; round ``r`` uses ``configs[r]`` (a ``DPOConfig``).
+
+    Round 0 trains on ``first_rows``; round ``r >= 1`` on ``make_rows(policy, r)``, rows drawn from
+    the policy as it is when the round starts. ``evaluate(policy)`` (optional) runs after each
+    round. Returns one summary per round: ``round``, ``pairs``, ``history`` and ``eval``.
+    """
+    output_dir, summaries = Path(output_dir), []
+    for index, config in enumerate(configs):
+        folder = output_dir / f"round_{index}"
+        if (folder / "round.json").exists():  # finished earlier: take its weights and summary
+            state = torch.load(folder / "checkpoint" / "state.pt", weights_only=False)
+            policy.load_state_dict(state["model"])
+            summaries.append(json.loads((folder / "round.json").read_text()))
+            continue
+        if not (folder / "pairs.jsonl").exists():  # an interrupted round keeps the pairs it had
+            save_preference_jsonl(first_rows if index == 0 else make_rows(policy, index), folder / "pairs.jsonl")
+        pairs, _ = prepare_preference_data(folder / "pairs.jsonl", tokenizer, max_prompt_length, max_completion_length)
+        reference_logps = None  # a resumed round reads them from its checkpoint
+        if not (folder / "checkpoint" / "state.pt").exists():
+            reference_logps = compute_reference_logprobs(reference, pairs, tokenizer.pad_token_id, config.batch_size,
+                                                         config.padding_side, config.logprob_mode, config.logits_chunk_size)
+        history = DPOTrainer(policy, tokenizer, pairs, config, folder, reference_logps).train()
+        result = evaluate(policy) if evaluate else None
+        summary = {"round": index, "pairs": len(pairs), "history": history, "eval": result}
+        (folder / "round.json").write_text(json.dumps(summary))
+        summaries.append(summary)
+    return summaries
