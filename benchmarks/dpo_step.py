@@ -241,10 +241,14 @@ def peak_tflops(args):
         import torch
 
         gpu = torch.cuda.get_device_name()
-        for pattern, peak in PEAK_TFLOPS:
-            if re.search(pattern, gpu):
-                return peak, f"dense bf16/fp16 peak of the {gpu}"
+        if known_peak(gpu):
+            return known_peak(gpu), f"dense bf16/fp16 peak of the {gpu}"
     return None, None
+
+
+def known_peak(gpu_name: str) -> float | None:
+    """Dense bf16/fp16 peak TFLOP/s of a GPU named like ``torch.cuda.get_device_name()``, if listed."""
+    return next((peak for pattern, peak in PEAK_TFLOPS if re.search(pattern, gpu_name)), None)
 
 
 def mfu(result, peak):

@@ -1,26 +1,77 @@
-"""The benchmark runs end to end, and dpo_utils and TRL train the same thing (same final loss)."""
+"""The benchmark runs end to end, dpo_utils and TRL train the same thing (same final loss), and its
+parts (random architectures, batch lengths, MFU) are right."""
 
-import re
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "dpo_step.py"
 
 
-def test_dpo_utils_and_trl_agree_on_the_loss_after_training():
-    out = subprocess.run([sys.executable, str(SCRIPT), "--configs", "dpo_utils", "trl-precompute", "--steps", "1",
-                          "--pairs", "2", "--prompt-tokens", "12", "--completion-tokens", "10", "--lr", "1e-4"],
-                         capture_output=True, text=True, timeout=600)
-    rows = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\S+)\s+[\d.]+\s+\d+\s+[\d.]+\s+\d+\s+([\d.]+)$", out.stdout, re.M)}
-    assert set(rows) == {"dpo_utils", "trl-precompute"}, out.stdout + out.stderr[-2000:]
-    assert rows["dpo_utils"] < 0.69  # two steps at lr 1e-4 moved away from log 2
-    assert abs(rows["dpo_utils"] - rows["trl-precompute"]) < 2e-3
+def bench():
+    spec = importlib.util.spec_from_file_location("dpo_step", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dpo_utils_and_trl_agree_on_the_loss_after_training(tmp_path):
+    out = subprocess.run([sys.executable, str(SCRIPT), "--configs", "dpo_utils-padding-free", "dpo_utils", "trl-precompute",
+                          "--lengths", "lognormal", "--steps", "1", "--pairs", "2", "--prompt-tokens", "12",
+                          "--completion-tokens", "10", "--lr", "1e-4", "--json", str(tmp_path / "out.json")],
+                         capture_output=True, text=True, timeout=1800)
+    assert (tmp_path / "out.json").exists(), out.stdout + out.stderr[-2000:]
+    report = json.loads((tmp_path / "out.json").read_text())
+    rows = {r["config"]: r for r in report["results"]}
+    assert set(rows) == {"dpo_utils-padding-free", "dpo_utils", "trl-precompute"}, out.stdout
+    losses = {name: r["final_loss"] for name, r in rows.items()}
+    assert losses["dpo_utils"] < 0.69  # two steps at lr 1e-4 moved away from log 2
+    assert max(losses.values()) - min(losses.values()) < 2e-3
+    r = rows["dpo_utils"]
+    assert r["padded_tokens_per_step"] > r["tokens_per_step"]  # log-normal lengths: padding a padded batch would compute
+    assert report["environment"]["torch"] == torch.__version__ and report["environment"]["settings"]["checkpointing"] == "off"
+    assert "device: " in out.stdout and "lognormal lengths" in out.stdout
+
+
+def test_log_normal_lengths_have_the_requested_mean_and_are_fixed_by_the_seed():
+    b = bench()
+    lengths = b.batch_lengths("lognormal", 4000, 64, 128, sigma=0.6)
+    prompts, completions = [p for p, _, _ in lengths], [c for _, c, r in lengths] + [r for _, _, r in lengths]
+    assert abs(sum(prompts) / len(prompts) - 64) < 3 and abs(sum(completions) / len(completions) - 128) < 5
+    assert min(prompts) >= 4 and max(completions) <= 6 * 128 and max(prompts) > 2 * 64  # a real spread
+    assert b.batch_lengths("lognormal", 8, 64, 64) == b.batch_lengths("lognormal", 8, 64, 64)
+    assert b.batch_lengths("fixed", 3, 64, 32) == [(64, 32, 32)] * 3
+
+
+@pytest.mark.parametrize("name,peak", [("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756), ("NVIDIA H200", 989),
+                                       ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA L4", 121), ("Tesla T4", 65),
+                                       ("NVIDIA L40S", None), ("NVIDIA GeForce RTX 4090", None)])
+def test_known_gpu_peaks(name, peak):
+    assert bench().known_peak(name) == peak
+
+
+def test_mfu_counts_the_matmul_parameters():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.helpers import tiny_llama
+
+    b = bench()
+    tied = tiny_llama()
+    assert b.matmul_parameters(tied) == sum(p.numel() for p in tied.parameters())  # the shared matrix once, as LM head
+    untied = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
+    assert b.matmul_parameters(untied) == sum(p.numel() for p in untied.parameters()) - 64 * 32  # lookup table left out
+    result = {"matmul_params": 135_000_000, "tokens_per_s": 50_000.0}
+    assert b.mfu(result, 989.0) == pytest.approx(6 * 135e6 * 5e4 / 989e12)
+    assert b.mfu(result, None) is None
 
 
 # --- random-initialised public architectures (dpo_utils.architectures) ---
-
-import pytest  # noqa: E402
 
 
 def _count_from_fields(c):
