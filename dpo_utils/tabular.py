@@ -110,6 +110,8 @@ def train_tabular_dpo(
     ``label_smoothing``, ``nll_weight``, ``simpo_gamma``).
     Returns the final policy probabilities and a history of ``loss``, ``kl`` and ``max_prob``
     per step, plus ``tv`` (total variation to ``target``) when a target policy is given.
+    ``max_prob`` is each prompt's largest probability, smallest over prompts: near 1 only when
+    every prompt has collapsed onto one response.
     """
     logits = torch.log(problem.ref_probs).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=lr)
@@ -123,7 +125,7 @@ def train_tabular_dpo(
             policy = torch.softmax(logits, dim=-1)
             row = {"step": step, "loss": loss.item(),
                    "kl": kl_divergence(policy, problem.ref_probs).item(),
-                   "max_prob": policy.max().item()}
+                   "max_prob": policy.max(-1).values.min().item()}
             if target is not None:
                 row["tv"] = total_variation(policy, target).item()
             history.append(row)
