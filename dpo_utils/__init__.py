@@ -2,13 +2,33 @@
 
 One concept per module:
 
-- ``config``      the single reduced-size switch (environment variable ``DPO_TUTORIAL_SIZE``)
-- ``losses``      the DPO loss family on per-sequence log-probs
-- ``logprobs``    per-sequence log-probs from logits, labels and a completion mask
-- ``models``      load a causal LM + tokenizer, with an offline SmolLM2 fallback
-- ``plotting``    the few plots every notebook draws
-- ``regression``  the MSE toy problem of notebooks 01-02
-- ``gradcheck``   finite-difference gradients, to check derivations
+- ``config``         the single reduced-size switch (environment variable ``DPO_TUTORIAL_SIZE``)
+- ``regression``     the MSE toy problem of notebooks 01-02
+- ``gradcheck``      finite-difference gradients, to check derivations
+- ``preferences``    pairwise preferences and the Bradley-Terry model
+- ``tabular``        a tabular policy where the DPO answer is known in closed form
+- ``losses``         the DPO loss family on per-sequence log-probs
+- ``logprobs``       per-sequence log-probs from logits, labels and a completion mask
+- ``models``         load a causal LM + tokenizer, with an offline SmolLM2 fallback
+- ``data``           preference data in TRL's format: load, validate, tokenize, collate
+- ``checks``         check preference data before training, and print a short report
+- ``trainer``        a small, readable DPO training loop (and Preferred-FT, its SFT baseline)
+- ``precision``      mixed precision: fp32 master weights, half-precision compute, fp16 loss scaling
+- ``memory``         how much accelerator memory one DPO step needs, checked against measured peaks
+- ``evaluation``     sample completions, score them with a reward, estimate KL to the reference
+- ``sentiment``      the controlled-sentiment experiment of notebook 07
+- ``coverage``       who wrote the responses: off-policy and on-policy pairs in the tabular world
+- ``iterative``      iterative (on-policy) DPO: sample, rank with a reward, pair, train again
+- ``presets``        run presets for notebook 08, per kind of machine
+- ``lora``           LoRA adapters with peft, and the reference model for free (adapters disabled)
+- ``hub_data``       notebook 08's preference data: hub or shipped JSONL, length-filtered, split by prompt
+- ``judging``        a reward-model (or VADER) judge and the win rate with a confidence interval
+- ``trl_check``      TRL's DPO loss on the same rows, to check that ``dpo_utils`` computes the same
+- ``architectures``  public model architectures, random-initialised, for benchmarks without downloads
+- ``plotting``       the few plots every notebook draws
+- ``progress``       progress bars that stay readable in stored notebook outputs
+- ``notebooks``      ``dpo-run-notebook``: re-execute notebooks and store their outputs
+- ``colab``          the repository URL, kept in one place, and the Colab set-up cell that uses it
 """
 
 __version__ = "0.1.0"
