@@ -209,7 +209,7 @@ class DPOTrainer:
         self.pad_id = tokenizer.pad_token_id
         self.history: list[dict] = []
         self.step = self.skipped_steps = self.consecutive_skips = 0
-        self.accelerator = Accelerator(cpu=next(model.parameters()).device.type == "cpu")
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())  # one process per GPU under `accelerate launch`
         self.device = self.accelerator.device
         self.mixed_precision = config.mixed_precision or default_mixed_precision(self.device)
         if config.batch_size % self.accelerator.num_processes:
