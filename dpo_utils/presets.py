@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from dpo_utils.config import DATA_DIR, is_reduced
-from dpo_utils.models import DEFAULT_MODEL
+from dpo_utils.models import DEFAULT_MODEL, hub_is_offline
 
 HUB_DATASET = "trl-lib/ultrafeedback_binarized"
 SHIPPED_DATASET = DATA_DIR / "sentiment_pairs.jsonl"
@@ -95,11 +95,18 @@ def hardware_preset_name() -> str:
 
 
 def pick_preset(name: str | None = None) -> RunPreset:
-    """The named preset (else ``DPO_TUTORIAL_PRESET``, else the one for this machine), shrunk at the reduced size."""
+    """The named preset (else ``DPO_TUTORIAL_PRESET``, else the one for this machine), shrunk at the reduced size.
+
+    With ``HF_HUB_OFFLINE=1`` a GPU preset keeps its model, precision and training settings (the
+    model itself falls back to the bundled SmolLM2) but trains on the shipped pairs, judged by VADER."""
     name = name or os.environ.get(PRESET_VARIABLE) or hardware_preset_name()
     if name not in PRESETS:
         raise ValueError(f"preset {name!r}: choose one of {sorted(PRESETS)}")
     preset = PRESETS[name]
+    if preset.dataset == HUB_DATASET and hub_is_offline():  # same code path, offline data and judge
+        print(f"HF_HUB_OFFLINE=1: preset {name!r} uses the shipped pairs and the VADER judge (and the bundled model)")
+        preset = replace(preset, dataset=str(SHIPPED_DATASET), judge="vader", train_pairs=48, test_pairs=24,
+                         eval_prompts=12, max_new_tokens=40)
     if is_reduced():
         preset = replace(preset, train_pairs=8, test_pairs=4, steps=2, batch_size=2, micro_batch_size=2,
                          eval_prompts=2, max_new_tokens=16)

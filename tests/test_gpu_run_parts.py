@@ -47,6 +47,15 @@ def test_the_preset_can_be_forced_by_the_environment(monkeypatch):
     assert pick_preset().name == "t4"
 
 
+def test_offline_a_gpu_preset_keeps_its_code_path_on_the_shipped_data(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = pick_preset("t4")
+    assert (offline.dataset, offline.judge) == (str(SHIPPED_DATASET), "vader")
+    assert (offline.dtype, offline.mixed_precision, offline.lora_rank, offline.activation_checkpointing) == ("float16", "fp16", 16, True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert pick_preset("t4").dataset == PRESETS["t4"].dataset
+
+
 @pytest.mark.parametrize("name", ["t4", "mid-gpu", "large-gpu"])
 def test_each_gpu_preset_fits_the_smallest_card_it_names_with_a_margin(name):
     from dpo_utils.presets import preset_memory
