@@ -327,6 +327,7 @@ class DPOTrainer:
         """Run until ``max_steps``, resuming from ``output_dir/checkpoint`` when it is this run's."""
         if resume and self.output_dir and (self.output_dir / "checkpoint" / "state.pt").exists():
             self.load_checkpoint()
+        self.ensure_reference_logps()  # its own bar, before the training bar
         main = self.accelerator.is_main_process
         bar = progress_bar(total=self.config.max_steps, initial=self.step, desc=f"{self.config.objective} training",
                            disable=not main)

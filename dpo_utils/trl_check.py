@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 
 import torch
 
@@ -19,9 +20,11 @@ def trl_dpo_loss(policy, reference, tokenizer, rows: list[dict], beta: float, ma
 
     device = next(policy.parameters()).device
     with tempfile.TemporaryDirectory() as out:
-        args = DPOConfig(output_dir=out, beta=beta, max_length=max_length, per_device_train_batch_size=len(rows),
-                         report_to="none", save_strategy="no", use_cpu=device.type == "cpu",
-                         bf16=next(policy.parameters()).dtype == torch.bfloat16)
+        with warnings.catch_warnings():  # TRL's own default still uses transformers' old checkpointing name
+            warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+            args = DPOConfig(output_dir=out, beta=beta, max_length=max_length, per_device_train_batch_size=len(rows),
+                             report_to="none", save_strategy="no", use_cpu=device.type == "cpu",
+                             bf16=next(policy.parameters()).dtype == torch.bfloat16)
         trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=tokenizer)
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
