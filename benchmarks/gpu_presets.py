@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def measure(name: str, steps: int, shrink: bool) -> dict:
 
 
 def _finite(row: dict) -> bool:
-    return row["skipped"] or torch.isfinite(torch.tensor(row["loss"])).item()
+    return row["skipped"] or math.isfinite(row["loss"])
 
 
 def main(argv=None) -> list[dict]:

@@ -29,13 +29,13 @@ from dataclasses import dataclass, replace
 import torch
 
 from dpo_utils.config import DATA_DIR, is_reduced
+from dpo_utils.memory import GIB
 from dpo_utils.models import DEFAULT_MODEL, hub_is_offline
 
 HUB_DATASET = "trl-lib/ultrafeedback_binarized"
 SHIPPED_DATASET = DATA_DIR / "sentiment_pairs.jsonl"
 HUB_JUDGE = "Skywork/Skywork-Reward-V2-Qwen3-0.6B"
 PRESET_VARIABLE = "DPO_TUTORIAL_PRESET"
-GIB = 2**30
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -289,7 +290,7 @@ class DPOTrainer:
         (and, in fp16, halves the loss scale)."""
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm).item()
-        skipped = not torch.isfinite(torch.tensor(grad_norm)).item()
+        skipped = not math.isfinite(grad_norm)
         if not skipped:
             self.scaler.step(self.optimizer)
             self.scheduler.step()
