@@ -36,12 +36,17 @@ def plot_history(history: Sequence[Mapping[str, float]], keys: Sequence[str], ti
 
 def plot_reward_vs_kl(results, title: str = "Held-out reward against KL to the reference"):
     """Scatter of evaluation results ``{name: {"reward", "reward_sem", "kl", "kl_sem"}}`` with error bars."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    crowded = len(results) > 5  # a legend inside the axes would hide points
+    fig, ax = plt.subplots(figsize=(8.5, 4) if crowded else (6, 4))
     for name, res in results.items():
         ax.errorbar(res["kl"], res["reward"], xerr=res.get("kl_sem"), yerr=res.get("reward_sem"), fmt="o", capsize=3, label=name)
     ax.set(xlabel="sequence-level KL(pi || pi_ref)  [nats]", ylabel="mean true reward (VADER)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if crowded:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+        fig.tight_layout()
+    else:
+        ax.legend()
     return fig
 
 
