@@ -33,6 +33,42 @@ def output_path(path: Path, size: str, output_dir: Path | None = None) -> Path:
     return out
 
 
+def terminal_text(text: str) -> str:
+    """``text`` as a terminal leaves it: each carriage return redraws its line from the start.
+
+    A line that redraws ends in its final state; one that a redraw blanked (a closed bar with
+    ``leave=False``) is dropped. Lines without a carriage return are kept as they are.
+    """
+    lines, raw = [], text.split("\n")
+    for index, line in enumerate(raw):
+        if "\r" not in line:
+            lines.append(line)
+            continue
+        shown = ""
+        for segment in line.split("\r"):
+            shown = segment + shown[len(segment):]
+        if shown.strip() or index == len(raw) - 1:  # the last keeps the preceding newline
+            lines.append(shown.rstrip())
+    return "\n".join(lines)
+
+
+def render_streams(notebook) -> None:
+    """Store each cell's text output as a reader sees it: one chunk per run of the same stream,
+    progress bars in their final state (text bars without widgets redraw with carriage returns)."""
+    for cell in notebook.cells:
+        merged = []
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream" and merged and merged[-1].output_type == "stream" and merged[-1].name == output.name:
+                merged[-1].text += output.text
+            else:
+                merged.append(output)
+        for output in merged:
+            if output.output_type == "stream":
+                output.text = terminal_text(output.text)
+        if "outputs" in cell:
+            cell.outputs = [output for output in merged if output.output_type != "stream" or output.text.strip()]
+
+
 def run_notebook(path: Path, size: str = "full", timeout: int = 3600, output: Path | None = None) -> float:
     """Execute ``path`` in its own folder with ``DPO_TUTORIAL_SIZE=size``; save to ``output``; return seconds.
 
@@ -55,6 +91,7 @@ def run_notebook(path: Path, size: str = "full", timeout: int = 3600, output: Pa
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
+    render_streams(notebook)
     output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, output)
     return seconds

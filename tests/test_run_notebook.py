@@ -44,3 +44,27 @@ def test_full_run_stores_outputs_in_place(tmp_path, monkeypatch):
     monkeypatch.setenv("DPO_TUTORIAL_SIZE", "reduced")
     notebooks.main([str(source)])
     assert printed(source) == "full read from the notebook's folder\n"
+
+
+def test_stored_progress_bar_is_its_final_state(tmp_path, monkeypatch):
+    """A text bar's redraws (separate chunks joined by carriage returns) are stored as one line."""
+    source = tmp_path / "bar.ipynb"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import sys, time\n"
+        "print('before', flush=True)\n"
+        "for i in range(3):\n"
+        "    sys.stderr.write(f'\\rbar {i + 1}/3'); sys.stderr.flush(); time.sleep(0.3)\n"
+        "sys.stderr.write('\\n')\n"
+        "sys.stderr.write('gone 0/2\\r        \\r'); sys.stderr.flush()\n"
+        "print('after')")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, source)
+    monkeypatch.setenv("DPO_TUTORIAL_SIZE", "full")
+    notebooks.main([str(source)])
+    outputs = nbformat.read(source, as_version=4).cells[0].outputs
+    assert [(o["name"], o["text"]) for o in outputs] == [("stdout", "before\n"), ("stderr", "bar 3/3\n"), ("stdout", "after\n")]
+
+
+def test_terminal_text_keeps_plain_lines_and_drops_blanked_bars():
+    assert notebooks.terminal_text("a\n\nb 1/2\rb 2/2\nc 0/1\r      \r\n") == "a\n\nb 2/2\n"
+    assert notebooks.terminal_text("long line\rshort\n") == "shortline\n"
