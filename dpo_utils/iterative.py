@@ -21,7 +21,7 @@ import torch
 from dpo_utils.data import prepare_preference_data, save_preference_jsonl
 from dpo_utils.evaluation import sample_completions
 from dpo_utils.sentiment import build_preference_rows
-from dpo_utils.trainer import DPOTrainer, compute_reference_logprobs
+from dpo_utils.trainer import DPOTrainer, reference_logprobs
 
 
 def best_vs_worst_rows(prompts, samples, rewards, min_gap: float = 0.1) -> list[dict]:
@@ -66,8 +66,7 @@ def run_rounds(policy, reference, tokenizer, first_rows: list[dict], make_rows, 
         pairs, _ = prepare_preference_data(folder / "pairs.jsonl", tokenizer, max_prompt_length, max_completion_length)
         reference_logps = None  # a resumed round reads them from its checkpoint
         if not (folder / "checkpoint" / "state.pt").exists():
-            reference_logps = compute_reference_logprobs(reference, pairs, tokenizer.pad_token_id, config.batch_size,
-                                                         config.padding_side, config.logprob_mode, config.logits_chunk_size)
+            reference_logps = reference_logprobs(reference, pairs, tokenizer.pad_token_id, config)
         history = DPOTrainer(policy, tokenizer, pairs, config, folder, reference_logps).train()
         result = evaluate(policy) if evaluate else None
         summary = {"round": index, "pairs": len(pairs), "history": history, "eval": result}

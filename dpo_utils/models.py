@@ -136,17 +136,16 @@ def declare_gguf_special_tokens(tokenizer, gguf: Path) -> None:
 
 def pick_device_and_dtype(device: str | None = None) -> tuple[torch.device, torch.dtype]:
     """The device, and the dtype for a model that is **not trained**: bf16 on GPUs that support
-    it natively, fp16 on older GPUs (a T4), fp32 on CPU. Use it for judges, generation, frozen
+    it natively, fp16 on older GPUs (a T4), fp32 on CPU (bf16 or fp16 there too under
+    ``DPO_TUTORIAL_GPU_PROFILE``, see :mod:`dpo_utils.precision`). Use it for judges, generation, frozen
     reference copies and a frozen LoRA base; trained weights stay fp32 (see
     :func:`load_model_and_tokenizer`)."""
+    from dpo_utils.precision import inference_dtype
+
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    if device.type != "cuda":
-        return device, torch.float32
-    if torch.cuda.is_bf16_supported(including_emulation=False):
-        return device, torch.bfloat16
-    return device, torch.float16
+    return device, inference_dtype(device)
 
 
 def enable_activation_checkpointing(model, use_reentrant: bool = False) -> None:

@@ -16,10 +16,19 @@ The names ``"no"``, ``"bf16"`` and ``"fp16"`` are accelerate's. accelerate's own
 runs only on accelerators (on CPU it silently trains in fp32), so the trainer uses PyTorch's
 ``torch.autocast`` and ``torch.amp.GradScaler`` directly, the same calls accelerate makes on
 a GPU, and the T4 code path can be tested on a CPU.
+
+**The GPU's precision path on a CPU.** ``DPO_TUTORIAL_GPU_PROFILE`` (read here, by
+:func:`gpu_profile`, and nowhere else) makes everything that differs on a GPU behave as on
+one, except the device itself: ``bf16`` acts as an Ampere-or-newer card with 80 GB (an A100 or
+H100), ``t4`` as a T4 (16 GB, no native bf16, so fp16 with loss scaling). It sets the trainer's
+default ``mixed_precision``, the dtype of frozen models (:func:`inference_dtype`), the precision
+of sampling and evaluation, and the preset notebook 08 picks. CI runs the GPU-bound notebooks
+under both profiles, so the GPU's code paths are exercised on every run.
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 
 import torch
@@ -28,12 +37,40 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 COMPUTE_DTYPE = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+GPU_PROFILE_VARIABLE = "DPO_TUTORIAL_GPU_PROFILE"
+GPU_PROFILES = {"bf16": dict(mixed_precision="bf16", memory_gib=80.0), "t4": dict(mixed_precision="fp16", memory_gib=15.0)}
+
+
+def gpu_profile() -> str | None:
+    """``"bf16"`` or ``"t4"`` when ``DPO_TUTORIAL_GPU_PROFILE`` asks for the GPU's precision path on
+    this machine's device; ``None`` (unset or empty) to follow the real hardware."""
+    value = os.environ.get(GPU_PROFILE_VARIABLE, "").strip().lower()
+    if value and value not in GPU_PROFILES:
+        raise ValueError(f"{GPU_PROFILE_VARIABLE}={value!r}: use one of {sorted(GPU_PROFILES)}, or leave it unset")
+    return value or None
+
+
 def default_mixed_precision(device: torch.device | str) -> str:
-    """``"bf16"`` on GPUs with native bf16, ``"fp16"`` on other GPUs (a T4), ``"no"`` on CPU."""
+    """``"bf16"`` on GPUs with native bf16, ``"fp16"`` on other GPUs (a T4), ``"no"`` on CPU;
+    under ``DPO_TUTORIAL_GPU_PROFILE``, the profile's precision on any device."""
+    profile = gpu_profile()
+    if profile:
+        return GPU_PROFILES[profile]["mixed_precision"]
     device = torch.device(device)
     if device.type != "cuda":
         return "no"
     return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+
+
+def resolve_mixed_precision(value: str | None, device: torch.device | str) -> str:
+    """``value`` when given (checked), else the default for ``device``."""
+    return check_mixed_precision(value) if value is not None else default_mixed_precision(device)
+
+
+def inference_dtype(device: torch.device | str) -> torch.dtype:
+    """The dtype for a model that is **not trained** (judge, frozen reference, LoRA base):
+    the compute dtype of :func:`default_mixed_precision` (fp32 on a CPU without a profile)."""
+    return COMPUTE_DTYPE[default_mixed_precision(device)]
 
 
 def check_mixed_precision(value: str) -> str:
@@ -72,3 +109,40 @@ def fraction_changed(before: dict[str, torch.Tensor], model) -> float:
 def trainable_copy(model) -> dict[str, torch.Tensor]:
     """A detached copy of the trainable weights, for :func:`fraction_changed`."""
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+class NumericalFailureError(RuntimeError):
+    """Logits or log-probs that are not finite, or samples that are one token repeated: the signs of
+    half precision overflowing (fp16's largest number is 65504)."""
+
+
+def describe_precision(mixed_precision: str, model=None) -> str:
+    """``"mixed_precision='fp16' (weights float16)"``: what a numerical error message names."""
+    weights = ""
+    if model is not None:
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+        weights = f" (weights {'/'.join(dtypes)})"
+    return f"mixed_precision={mixed_precision!r}{weights}"
+
+
+def precision_advice(mixed_precision: str, model=None) -> str:
+    """What to try when a half-precision computation overflowed."""
+    from dataclasses import replace
+
+    from dpo_utils.memory import GIB
+    from dpo_utils.presets import PRESETS, preset_memory
+
+    t4_fp32_base = preset_memory(replace(PRESETS["t4"], dtype="float32"))["total"] / GIB
+    others = [f"'{value}'" for value in MIXED_PRECISION if value != mixed_precision]
+    return (f"This ran under {describe_precision(mixed_precision, model)}. Try mixed_precision={' or '.join(others)} "
+            "(bf16 only where the GPU has it natively: fp16 overflows past 65504). For LoRA on an fp16 base, load the "
+            f"frozen base in float32 instead: the t4 preset then needs about {t4_fp32_base:.1f} GiB of a T4's 15 "
+            "(dpo_utils.memory estimate).")
+
+
+def check_finite_logprobs(values: torch.Tensor, mixed_precision: str, what: str, model=None) -> None:
+    """Raise :class:`NumericalFailureError` when ``values`` hold inf or NaN."""
+    bad = (~torch.isfinite(values)).sum().item()
+    if bad:
+        raise NumericalFailureError(f"{bad} of {values.numel()} {what} are not finite. "
+                                    + precision_advice(mixed_precision, model))

@@ -30,6 +30,7 @@ import torch
 
 from dpo_utils.config import DATA_DIR, is_reduced
 from dpo_utils.memory import GIB
+from dpo_utils.precision import GPU_PROFILES, gpu_profile
 from dpo_utils.models import DEFAULT_MODEL, hub_is_offline
 
 HUB_DATASET = "trl-lib/ultrafeedback_binarized"
@@ -85,11 +86,19 @@ PRESETS = {
 
 
 def hardware_preset_name() -> str:
-    """The preset for this machine's first GPU, by memory and native bf16; ``cpu`` without one."""
+    """The preset for this machine's first GPU, by memory and native bf16; ``cpu`` without one.
+    Under ``DPO_TUTORIAL_GPU_PROFILE`` (:mod:`dpo_utils.precision`), the preset of the profile's card."""
+    profile = gpu_profile()
+    if profile:
+        return preset_for_card(GPU_PROFILES[profile]["memory_gib"], profile == "bf16")
     if not torch.cuda.is_available():
         return "cpu"
     memory_gib = torch.cuda.get_device_properties(0).total_memory / GIB
-    if memory_gib < 20 or not torch.cuda.is_bf16_supported(including_emulation=False):
+    return preset_for_card(memory_gib, torch.cuda.is_bf16_supported(including_emulation=False))
+
+
+def preset_for_card(memory_gib: float, native_bf16: bool) -> str:
+    if memory_gib < 20 or not native_bf16:
         return "t4"
     return "mid-gpu" if memory_gib < 70 else "large-gpu"
 

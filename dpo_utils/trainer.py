@@ -28,7 +28,7 @@ import json
 import math
 import random
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,7 +37,8 @@ from dpo_utils.data import TokenizedPair, collate_pairs, collate_shared_prompt
 from dpo_utils.logprobs import (PackedBatch, completion_logprobs_lean, model_sequence_logprobs, pack_pairs, packed_pair_logprobs,
                                 shared_prompt_logprobs)
 from dpo_utils.losses import OBJECTIVES, preference_loss
-from dpo_utils.precision import autocast, check_mixed_precision, default_mixed_precision, grad_scaler, half_precision_trainables
+from dpo_utils.precision import (autocast, check_finite_logprobs, check_mixed_precision, grad_scaler, half_precision_trainables,
+                                 resolve_mixed_precision)
 from dpo_utils.progress import progress_bar
 
 
@@ -154,18 +155,75 @@ class PolicyLogprobs(torch.nn.Module):
 
 @torch.no_grad()
 def compute_reference_logprobs(model, pairs, pad_token_id, batch_size=8, padding_side="right", mode="shared",
-                               chunk_size=256, mixed_precision="no") -> torch.Tensor:
-    """``(n_pairs, 2)`` log-probs of chosen and rejected under the (frozen) reference model."""
+                               chunk_size=256, mixed_precision=None, layout=None) -> torch.Tensor:
+    """``(n_pairs, 2)`` log-probs of chosen and rejected under ``model``, without gradients.
+
+    ``mixed_precision=None`` takes the default for the model's device
+    (:func:`~dpo_utils.precision.default_mixed_precision`). ``layout`` lists the batches as pair
+    indices (default: consecutive batches of ``batch_size``). For the reference log-probs of a
+    training run, use :func:`reference_logprobs`, which takes every setting from the run's config.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out = []
-    for start in progress_bar(range(0, len(pairs), batch_size), desc="reference log-probs", leave=False):
-        with autocast(device, mixed_precision):
-            chosen, rejected, _ = batch_logprobs(model, pairs[start:start + batch_size], pad_token_id, padding_side, mode, chunk_size)
-        out.append(torch.stack([chosen, rejected], dim=-1).float().cpu())
+    precision = resolve_mixed_precision(mixed_precision, device)
+    layout = layout or [list(range(start, min(start + batch_size, len(pairs)))) for start in range(0, len(pairs), batch_size)]
+    logps = torch.zeros(len(pairs), 2)
+    for indices in progress_bar(layout, desc="reference log-probs", leave=False):
+        with autocast(device, precision):
+            chosen, rejected, _ = batch_logprobs(model, [pairs[i] for i in indices], pad_token_id, padding_side, mode, chunk_size)
+        logps[indices] = torch.stack([chosen, rejected], dim=-1).float().cpu()
     model.train(was_training)
-    return torch.cat(out)
+    check_finite_logprobs(logps, precision, "log-probs of the preference pairs", model)
+    return logps
+
+
+def first_epoch_layout(n_pairs: int, config: DPOConfig, num_processes: int = 1) -> list[list[int]]:
+    """The micro-batches of the first epoch's training forwards, in order (each process's share
+    of each step, split as :meth:`DPOTrainer.accumulate_gradients` splits it), then the pairs the
+    first epoch does not reach. Reference log-probs computed in this layout are what a policy
+    equal to the reference computes during that epoch, to the last bit: in half precision the
+    rounding of a sequence's log-prob depends on the shapes of the batch it is in."""
+    layout = []
+    for step in range(max(n_pairs // config.batch_size, 1)):
+        indices = batch_indices(step, n_pairs, config.batch_size, config.seed)
+        for rank in range(num_processes):
+            mine = indices[rank::num_processes]
+            micro = config.micro_batch_size or len(mine)
+            layout += [mine[start:start + micro] for start in range(0, len(mine), micro)]
+    reached = {i for batch in layout for i in batch}
+    rest = [i for i in range(n_pairs) if i not in reached]
+    micro = config.micro_batch_size or config.batch_size
+    return layout + [rest[start:start + micro] for start in range(0, len(rest), micro)]
+
+
+@dataclass
+class ReferenceLogprobs:
+    """The reference's log-probs of every pair (``values[i] = (chosen, rejected)``) and the compute
+    precision they were computed in. :class:`DPOTrainer` refuses them when its own precision differs:
+    a policy equal to the reference must start at loss log 2, and a reference computed in another
+    precision differs from the policy by rounding noise as large as the first steps' signal."""
+
+    values: torch.Tensor
+    mixed_precision: str
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def reference_logprobs(reference, pairs, pad_token_id, config: DPOConfig, num_processes: int = 1) -> ReferenceLogprobs:
+    """The one place that computes a run's reference log-probs: in the run's precision (resolved for
+    the reference's device), batches, padding side and log-prob layout, so that a policy equal to the
+    reference starts at loss log 2 exactly (:func:`first_epoch_layout`)."""
+    device = next(reference.parameters()).device
+    precision = resolve_mixed_precision(config.mixed_precision, device)
+    mode = config.logprob_mode
+    if config.activation_checkpointing and mode == "shared":  # what shared_prompt_logprobs runs under checkpointing
+        mode = "packed"
+    layout = first_epoch_layout(len(pairs), config, num_processes)
+    values = compute_reference_logprobs(reference, pairs, pad_token_id, padding_side=config.padding_side, mode=mode,
+                                        chunk_size=config.logits_chunk_size, mixed_precision=precision, layout=layout)
+    return ReferenceLogprobs(values, precision)
 
 
 def batch_indices(step: int, n_pairs: int, batch_size: int, seed: int) -> list[int]:
@@ -212,7 +270,7 @@ class DPOTrainer:
         self.step = self.skipped_steps = self.consecutive_skips = 0
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())  # one process per GPU under `accelerate launch`
         self.device = self.accelerator.device
-        self.mixed_precision = config.mixed_precision or default_mixed_precision(self.device)
+        self.mixed_precision = resolve_mixed_precision(config.mixed_precision, self.device)
         if config.batch_size % self.accelerator.num_processes:
             raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {self.accelerator.num_processes} processes")
         if config.activation_checkpointing:
@@ -228,7 +286,24 @@ class DPOTrainer:
         warmup = max(config.warmup_steps, 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
         self.scaler = grad_scaler(self.device, self.mixed_precision)
-        self.reference_logps = reference_logps
+        self.reference_logps = self._checked_reference(reference_logps)
+
+    def _checked_reference(self, reference_logps):
+        """``reference_logps`` if they match this run's pairs and precision; a clear error otherwise."""
+        if reference_logps is None:
+            return None
+        if not isinstance(reference_logps, ReferenceLogprobs):
+            raise TypeError("reference_logps must be a ReferenceLogprobs (from dpo_utils.trainer.reference_logprobs(reference, "
+                            "pairs, pad_token_id, config)), which records the precision they were computed in; got "
+                            f"{type(reference_logps).__name__}.")
+        if reference_logps.mixed_precision != self.mixed_precision:
+            raise ValueError(f"reference log-probs computed with mixed_precision={reference_logps.mixed_precision!r}, but this "
+                             f"run computes the policy with {self.mixed_precision!r}: at step 1 the policy would differ from "
+                             "its own reference by rounding noise. Recompute them with reference_logprobs(reference, pairs, "
+                             "pad_token_id, config) for this config, or leave reference_logps out.")
+        if len(reference_logps) != len(self.pairs):
+            raise ValueError(f"{len(reference_logps)} reference log-prob rows for {len(self.pairs)} pairs")
+        return reference_logps
 
     def _adamw(self, params) -> torch.optim.AdamW:
         cfg = self.config
@@ -240,10 +315,9 @@ class DPOTrainer:
         if self.config.objective == "dpo" and self.reference_logps is None:
             if self.step:
                 raise RuntimeError("reference log-probs must be computed before the first update")
-            cfg = self.config
-            self.reference_logps = compute_reference_logprobs(
-                self.model, self.pairs, self.pad_id, cfg.micro_batch_size or cfg.batch_size, cfg.padding_side, cfg.logprob_mode,
-                cfg.logits_chunk_size, self.mixed_precision)
+            config = replace(self.config, mixed_precision=self.mixed_precision)
+            self.reference_logps = reference_logprobs(self.model, self.pairs, self.pad_id, config,
+                                                      self.accelerator.num_processes)
 
     def _pair_loss(self, chunk: list[int], values: dict) -> torch.Tensor:
         """Summed loss of the pairs ``chunk``; their per-pair metrics are appended to ``values``."""
@@ -256,7 +330,7 @@ class DPOTrainer:
         counts = batch["completion_mask"].sum(-1)
         ref_chosen = ref_rejected = None
         if cfg.objective == "dpo":
-            ref_chosen, ref_rejected = self.reference_logps[chunk].to(self.device).unbind(-1)
+            ref_chosen, ref_rejected = self.reference_logps.values[chunk].to(self.device).unbind(-1)
         out = preference_loss(cfg.objective, chosen, rejected, counts[: len(chunk)], counts[len(chunk):], ref_chosen, ref_rejected,
                               cfg.beta, cfg.loss_type, cfg.label_smoothing, cfg.nll_weight, cfg.simpo_gamma)
         step_values = {"loss": out.losses, "logps/chosen": chosen, "logps/rejected": rejected}
@@ -360,7 +434,7 @@ class DPOTrainer:
         folder.mkdir(parents=True, exist_ok=True)
         state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict() if keep_optimizer else None,
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "history": self.history,
-                 "skipped_steps": self.skipped_steps, "reference_logps": self.reference_logps, "config": asdict(self.config),
+                 "skipped_steps": self.skipped_steps, "reference_logps": None if self.reference_logps is None else vars(self.reference_logps), "config": asdict(self.config),
                  "fingerprint": run_fingerprint(self.config, self.pairs)}
         torch.save(state, folder / "state.pt.tmp")
         (folder / "state.pt.tmp").replace(folder / "state.pt")
@@ -382,11 +456,23 @@ class DPOTrainer:
             print("the checkpoint is of a finished run, without optimizer state: AdamW's moments restart from zero")
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.step, self.history, self.reference_logps = state["step"], state["history"], state["reference_logps"]
+        self.step, self.history = state["step"], state["history"]
+        self.reference_logps = self._reference_from_checkpoint(state["reference_logps"], path)
         self.skipped_steps = state["skipped_steps"]
         if self.accelerator.is_main_process:
             print(f"resumed from {path.parent} at step {self.step}")
 
+
+    def _reference_from_checkpoint(self, saved, path: Path):
+        if saved is None:
+            return None
+        if not isinstance(saved, dict):
+            raise StaleCheckpointError(f"{path} was written by an older dpo_utils (reference log-probs without their "
+                                       f"precision). Start fresh with trainer.train(resume=False) or delete {path.parent}.")
+        try:
+            return self._checked_reference(ReferenceLogprobs(**saved))
+        except ValueError as error:
+            raise StaleCheckpointError(f"{path}: {error}") from None
 
 def _config_diff(saved: dict, config: DPOConfig) -> str:
     """The settings that differ, as ``name: saved -> now``; or a note that the data differ."""
