@@ -137,18 +137,21 @@ def evaluate_policy(policy, reference, tokenizer, prompts, reward_fn=vader_rewar
 
 
 @torch.no_grad()
-def heldout_preference_metrics(policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8) -> dict:
+def heldout_preference_metrics(policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8,
+                               mixed_precision=None) -> dict:
     """DPO loss, implicit-reward accuracy and mean margin on held-out tokenized ``pairs``.
 
-    The reference is ``reference`` when given, else ``policy`` with its LoRA adapters disabled.
+    The reference is ``reference`` when given, else ``policy`` with its LoRA adapters disabled;
+    both are computed under ``mixed_precision`` (default: the device's).
     """
     from dpo_utils.lora import reference_of
     from dpo_utils.losses import dpo_loss
     from dpo_utils.trainer import compute_reference_logprobs
 
-    policy_logps = compute_reference_logprobs(policy, pairs, pad_token_id, batch_size)
+    precision = resolve_mixed_precision(mixed_precision, next(policy.parameters()).device)
+    policy_logps = compute_reference_logprobs(policy, pairs, pad_token_id, batch_size, mixed_precision=precision)
     with reference_of(policy, reference) as ref:
-        ref_logps = compute_reference_logprobs(ref, pairs, pad_token_id, batch_size)
+        ref_logps = compute_reference_logprobs(ref, pairs, pad_token_id, batch_size, mixed_precision=precision)
     out = dpo_loss(policy_logps[:, 0], policy_logps[:, 1], ref_logps[:, 0], ref_logps[:, 1], beta=beta)
     return {"loss": out.losses.mean().item(), "accuracy": (out.margins > 0).float().mean().item(),
             "margin": out.margins.mean().item(), "n": len(pairs)}
