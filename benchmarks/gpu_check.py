@@ -1,6 +1,6 @@
 """One command that verifies the GPU path on a CUDA machine, offline, and writes one report.
 
-    python benchmarks/gpu_check.py                          # on the GPU: about 8 minutes
+    python benchmarks/gpu_check.py                          # on the GPU: at most 8 minutes
     python benchmarks/gpu_check.py --smoke --report /tmp/r.md   # the same steps at tiny sizes, on a CPU
 
 It runs, each part in its own process with a time limit, and records what finished:
@@ -51,9 +51,14 @@ def notebook_script(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+DEADLINE = [float("inf")]  # time.perf_counter() by which every part must have ended (--budget)
+
+
 def run_part(name: str, command: list[str], timeout: int, cwd: Path = ROOT, env: dict | None = None) -> dict:
-    """Run one part in its own process; its exit code, time and the end of its output."""
+    """Run one part in its own process, within its own limit and the overall budget; its exit
+    code (or "timeout"), time and the end of its output."""
     start = time.perf_counter()
+    timeout = max(1, min(timeout, DEADLINE[0] - start))
     print(f"[{name}] {' '.join(command[1:])}", flush=True)
     try:
         out = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -111,24 +116,29 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, any device: checks the command itself")
     parser.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "gpu_report.md")
     parser.add_argument("--notebooks", nargs="*", default=list(NOTEBOOKS), help="notebook stems to run as scripts")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds for all parts together (default 480; none with --smoke): a part past it is cut")
     args = parser.parse_args(argv)
+    budget = args.budget if args.budget is not None else (float("inf") if args.smoke else 480)
+    DEADLINE[0] = time.perf_counter() + budget
+    limit = (lambda seconds: 900) if args.smoke else (lambda seconds: seconds)
     env, parts = environment(), []
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         presets_json = folder / "presets.json"
         command = [sys.executable, str(ROOT / "benchmarks" / "gpu_presets.py"), "--json", str(presets_json)]
-        parts.append(run_part("presets", command + (["--shrink", "--steps", "2"] if args.smoke else []), 240))
+        parts.append(run_part("presets", command + (["--shrink", "--steps", "2"] if args.smoke else []), limit(200)))
         benchmark = {"runs": []}
         for checkpointing in ("off", "on"):
             out_json = folder / f"speed_{checkpointing}.json"
             command = [sys.executable, str(ROOT / "benchmarks" / "dpo_step.py"), "--checkpointing", checkpointing,
                        "--json", str(out_json)] + (SMOKE_BENCHMARK if args.smoke else BENCHMARK)
-            part = run_part(f"speed, checkpointing {checkpointing}", command, 150)
+            part = run_part(f"speed, checkpointing {checkpointing}", command, limit(110))
             parts.append(part)
             table = part["tail"][part["tail"].rfind("config"):] if "config" in part["tail"] else part["tail"][-800:]
             benchmark["runs"].append({"checkpointing": checkpointing, "table": table.strip()})
         for stem in args.notebooks:
-            parts.append(run_notebook(stem, 150, folder))
+            parts.append(run_notebook(stem, limit(100), folder))
         presets = json.loads(presets_json.read_text()) if presets_json.exists() else []
     write_report(args.report, env, parts, presets, benchmark)
     print(f"report: {args.report}")

@@ -5,8 +5,12 @@ Each check catches a problem that otherwise shows up much later as a strange tra
 ==================  ========  ===================================================================
 check               severity  what goes wrong in training
 ==================  ========  ===================================================================
-invalid             error     a field is missing, empty or of the wrong type
-identical           error     chosen == rejected: the pair has zero gradient and teaches nothing
+no_rows             error     the source has no rows (an empty or blank-only file), or no usable one
+invalid             error     a line is not UTF-8 or not JSON; a row is not a dict; a field is missing, empty,
+                              of the wrong type, or holds a message with an unknown role (or, in a
+                              completion, a turn that is not the assistant's)
+identical           error     chosen == rejected, as written or once cut to ``max_completion_length``:
+                              the pair has zero gradient and teaches nothing
 prompt_too_long     error     the prompt alone exceeds ``max_prompt_length``
 no_pad_token        error     batches cannot be padded
 pad_is_eos          warning   code that masks pad tokens also masks EOS: the model never learns to stop
@@ -27,8 +31,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpo_utils.data import (IdenticalPairError, PreferenceDataError, completion_texts, read_preference_rows, render_prompt,
-                            validate_row)
+from dpo_utils.data import (IdenticalPairError, PreferenceDataError, completion_texts, no_rows_reason, read_preference_rows,
+                            render_prompt, tokenize_row, validate_row)
 
 
 @dataclass
@@ -91,11 +95,15 @@ def check_tokenizer(tokenizer) -> list[Finding]:
 
 def check_preference_data(source, tokenizer, max_prompt_length: int = 256, max_completion_length: int = 256,
                           length_bias_threshold: float = 0.7, min_pairs_for_bias: int = 8) -> DataReport:
-    """Run every check on ``source`` (JSONL path, ``datasets.Dataset`` or list of rows)."""
+    """Run every check on ``source`` (JSONL path, ``datasets.Dataset`` or list of rows).
+
+    Every row that :func:`~dpo_utils.data.prepare_preference_data` (with the same lengths) refuses
+    is an error here, and so is a source it refuses as a whole (no usable rows); a path that is
+    missing or is a directory raises, as it does there."""
     items, name = read_preference_rows(source)
     found: dict[tuple[str, str, str], list[int]] = {}
     add = lambda check, severity, message, row: found.setdefault((check, severity, message), []).append(row)
-    lengths, seen = [], set()
+    lengths, seen, usable = [], set(), 0
     for index, where, row in items:
         try:
             if isinstance(row, PreferenceDataError):
@@ -108,11 +116,16 @@ def check_preference_data(source, tokenizer, max_prompt_length: int = 256, max_c
             add("invalid", "error", str(error).removeprefix(f"{name}, {where}").lstrip(":, "), index)
             continue
         problems, row_lengths = _row_problems(checked, tokenizer, max_prompt_length, max_completion_length)
+        if not any(severity == "error" for _, severity, _ in problems):
+            problems += _loader_problems(checked, tokenizer, max_prompt_length, max_completion_length)
         for problem in problems:
             add(*problem, index)
+        usable += not any(severity == "error" for _, severity, _ in problems)
         _track_repeats(checked, index, seen, add)
         lengths += [row_lengths] if row_lengths else []
     findings = check_tokenizer(tokenizer) + [Finding(c, s, m, r) for (c, s, m), r in found.items()]
+    if not usable:  # prepare_preference_data refuses such a source, in both its modes
+        findings.append(Finding("no_rows", "error", no_rows_reason(items, source)))
     stats = _length_stats(lengths)
     differing = stats.get("chosen_longer", 0) + stats.get("chosen_shorter", 0)
     if differing * len(lengths) >= min_pairs_for_bias:  # enough pairs whose lengths differ to call it a bias
@@ -148,6 +161,19 @@ def _row_problems(row, tokenizer, max_prompt_length, max_completion_length):
             problems.append(("boundary", "warning", "prompt + completion tokenized together merge tokens across the border "
                              "(often a trailing space in the prompt); tokenize them separately"))
     return list(dict.fromkeys(problems)), tuple(lengths)
+
+
+def _loader_problems(row, tokenizer, max_prompt_length, max_completion_length):
+    """What :func:`~dpo_utils.data.tokenize_row` refuses in a row the other checks let through (a pair that
+    becomes identical when cut to ``max_completion_length``), so the report agrees with the loader."""
+    try:
+        tokenize_row(row, tokenizer, max_prompt_length, max_completion_length)
+    except IdenticalPairError:
+        return [("identical", "error", f"chosen and rejected are the same after truncation to max_completion_length="
+                 f"{max_completion_length} tokens")]
+    except PreferenceDataError as error:
+        return [("invalid", "error", str(error))]
+    return []
 
 
 def _track_repeats(row, index, seen, add) -> None:

@@ -8,6 +8,10 @@ A row has ``prompt``, ``chosen`` and ``rejected``, either
 
 Bad rows raise :class:`PreferenceDataError` naming the source, the row and the field (or are
 skipped and counted with ``on_bad_row="skip"``), so they never turn into a NaN mid-training.
+Messages have the roles in :data:`ROLES` (``system``, ``user``, ``assistant``) and string
+contents; the prompt may hold any of them, ``chosen`` and ``rejected`` assistant turns only. A
+file is read as UTF-8 (a byte order mark on line 1 is decoded); a line that is not UTF-8 is a bad
+row like any other.
 Where a row came from is said the way you would find it: ``line N`` in a JSONL file (1-based,
 as an editor numbers lines, blank lines included) and ``row i`` in a list or ``datasets.Dataset``
 (its index, ``rows[i]``).
@@ -16,6 +20,7 @@ as an editor numbers lines, blank lines included) and ``row i`` in a list or ``d
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +39,10 @@ class IdenticalPairError(PreferenceDataError):
 
 class PreferenceFileNotFoundError(PreferenceDataError, FileNotFoundError):
     """The JSONL file does not exist (also a ``FileNotFoundError``)."""
+
+
+class PreferenceDataIsADirectoryError(PreferenceDataError, IsADirectoryError):
+    """The data path is a directory (also an ``IsADirectoryError``)."""
 
 
 @dataclass
@@ -62,25 +71,61 @@ def read_preference_rows(source) -> tuple[list[tuple[int, str, dict | Preference
     """Every row with where it came from, and the source's name, in source order.
 
     Each item is ``(number, where, row)``: ``(7, "line 7", {...})`` for a JSONL file, ``(0, "row 0",
-    {...})`` for a list or ``datasets.Dataset``. A line that is not JSON comes back as a
-    :class:`PreferenceDataError` in place of its row, so the caller decides to raise or skip it.
+    {...})`` for a list or ``datasets.Dataset``. A line that is not UTF-8 or not JSON, and a list
+    item that is not a dict, comes back as a :class:`PreferenceDataError` in place of its row, so
+    the caller decides to raise or skip it. A UTF-8 byte order mark on line 1 is decoded, not refused.
     """
     if not isinstance(source, (str, Path)):
-        return [(i, f"row {i}", dict(row)) for i, row in enumerate(source)], type(source).__name__
+        return _in_memory_rows(source), type(source).__name__
     path = Path(source)
+    if path.is_dir():
+        jsonl = sorted(p.name for p in path.glob("*.jsonl"))[:5]
+        raise PreferenceDataIsADirectoryError(
+            f"{path}: is a directory, not a preference data file; pass the path of a JSONL file"
+            + (f" (it holds {', '.join(jsonl)})" if jsonl else ""))
     if not path.is_file():
         raise PreferenceFileNotFoundError(f"{path}: no such preference data file (absolute path {path.absolute()})")
+    data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # the whole file is UTF-16: no line of it can be read
+        error = PreferenceDataError(f"{path}, line 1: the file is UTF-16 (it starts with a UTF-16 byte order mark), "
+                                    "not UTF-8; save it as UTF-8")
+        return [(1, "line 1", error)], str(path)
     items = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                row = PreferenceDataError(f"{path}, line {number}: not valid JSON ({error.msg})")
-            items.append((number, f"line {number}", row))
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as error:
+            items.append((number, f"line {number}", PreferenceDataError(
+                f"{path}, line {number}: not UTF-8 (byte 0x{raw[error.start]:02x} at byte {error.start + 1} of the line); "
+                "save the file as UTF-8")))
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            hint = " (it holds NUL bytes: is the file UTF-16?)" if "\0" in line else ""
+            row = PreferenceDataError(f"{path}, line {number}: not valid JSON ({error.msg}){hint}")
+        items.append((number, f"line {number}", row))
     return items, str(path)
+
+
+def _in_memory_rows(source) -> list[tuple[int, str, dict | PreferenceDataError]]:
+    """``read_preference_rows`` for a list or ``datasets.Dataset``: items that are not dicts become errors."""
+    name = type(source).__name__
+    if isinstance(source, Mapping):
+        raise PreferenceDataError(f"{name}: expected a JSONL path, a list of rows or a datasets.Dataset, got one "
+                                  f"{name}; wrap a single row in a list")
+    try:
+        rows = list(source)
+    except TypeError:
+        raise PreferenceDataError(f"expected a JSONL path, a list of rows or a datasets.Dataset, got {name}") from None
+    items = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            row = PreferenceDataError(f"{name}, row {i}: expected a dict with {', '.join(FIELDS)}, got {type(row).__name__}")
+        items.append((i, f"row {i}", row if isinstance(row, (dict, PreferenceDataError)) else dict(row)))
+    return items
 
 
 def load_preference_rows(source) -> tuple[list[dict], str]:
@@ -94,8 +139,11 @@ def load_preference_rows(source) -> tuple[list[dict], str]:
     return [row for _, _, row in items], name
 
 
+ROLES = ("system", "user", "assistant")  # the roles chat templates render; a completion holds assistant turns only
+
+
 def _text_of(value, row: str, name: str, source: str) -> str | list:
-    """Check one field and return it; messages are checked for role/content strings."""
+    """Check one field and return it; messages are checked for role/content strings and known roles."""
     where = f"{source}, {row}, field '{name}'"
     if value is None:
         raise PreferenceDataError(f"{where}: missing")
@@ -105,12 +153,28 @@ def _text_of(value, row: str, name: str, source: str) -> str | list:
         return value
     if isinstance(value, list) and value:
         for k, message in enumerate(value):
-            if not isinstance(message, dict) or not isinstance(message.get("content"), str) or "role" not in message:
-                raise PreferenceDataError(f"{where}: message {k} must be a dict with string 'role' and 'content'")
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str) \
+                    or not isinstance(message.get("role"), str):
+                raise PreferenceDataError(f"{where}: message {k} must be a dict with string 'role' and 'content'"
+                                          + _got(message))
+            role = message["role"]
+            if role not in ROLES:
+                raise PreferenceDataError(f"{where}: message {k} has unknown role {role!r} (expected one of {', '.join(ROLES)})")
+            if name != "prompt" and role != "assistant":
+                raise PreferenceDataError(f"{where}: message {k} has role {role!r}; a completion holds assistant turns only "
+                                          "(put earlier turns in the prompt)")
             if name != "prompt" and not message["content"].strip():
                 raise PreferenceDataError(f"{where}: message {k} has empty content")
         return value
     raise PreferenceDataError(f"{where}: expected a non-empty string or list of messages, got {type(value).__name__}")
+
+
+def _got(message) -> str:
+    """What a malformed message holds, in a few words, for the error that refuses it."""
+    if not isinstance(message, dict):
+        return f", got {type(message).__name__}"
+    bad = [f"{key} {type(message.get(key)).__name__}" for key in ("role", "content") if not isinstance(message.get(key), str)]
+    return f" (got {', '.join(bad)})"
 
 
 def validate_row(row: dict, index: int | str, source: str = "data") -> dict:
@@ -119,7 +183,7 @@ def validate_row(row: dict, index: int | str, source: str = "data") -> dict:
     ``index`` is the row's index in a list, or a place such as ``"line 7"`` (see :func:`read_preference_rows`)."""
     where = index if isinstance(index, str) else f"row {index}"
     if not isinstance(row, dict):
-        raise PreferenceDataError(f"{source}, {where}: expected an object with {FIELDS}")
+        raise PreferenceDataError(f"{source}, {where}: expected an object with {', '.join(FIELDS)}, got {type(row).__name__}")
     checked = {name: _text_of(row.get(name), where, name, source) for name in FIELDS}
     if isinstance(checked["prompt"], str) != isinstance(checked["chosen"], str) or \
             isinstance(checked["chosen"], str) != isinstance(checked["rejected"], str):
@@ -193,8 +257,15 @@ def prepare_preference_data(
                 raise type(error)(message) from None
             report.skipped.append((number, message))
     if not pairs:
-        raise PreferenceDataError(f"{name}: no usable rows ({report})")
+        raise PreferenceDataError(f"{name}: {no_rows_reason(items, source)}" + (f" ({report})" if report.skipped else ""))
     return pairs, report
+
+
+def no_rows_reason(items: list, source) -> str:
+    """Why ``source`` gave no pair: it has no rows at all, or none of them is usable."""
+    if items:
+        return "no usable rows"
+    return "no rows: the file is empty or holds only blank lines" if isinstance(source, (str, Path)) else "no rows: it is empty"
 
 
 def collate_sequences(rows: list[tuple[list[int], list[int]]], pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:

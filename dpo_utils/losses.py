@@ -51,7 +51,9 @@ compare one to one.
 
 from __future__ import annotations
 
+import contextvars
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -204,10 +206,30 @@ def _check_positive(**values: float) -> None:
             raise ValueError(f"{name} must be positive, got {value}")
 
 
+_NON_FINITE_ALLOWED = contextvars.ContextVar("non_finite_allowed", default=False)
+
+
+@contextmanager
+def allow_non_finite():
+    """Within this block the loss functions let NaN and inf log-probs through, for a caller that
+    detects them and skips the step (:class:`~dpo_utils.trainer.DPOTrainer` does); outside it they raise."""
+    token = _NON_FINITE_ALLOWED.set(True)
+    try:
+        yield
+    finally:
+        _NON_FINITE_ALLOWED.reset(token)
+
+
 def _check_no_nan(**logps: torch.Tensor) -> None:
-    """Fail loudly instead of training on NaN (usually a completion truncated to nothing)."""
+    """Fail loudly instead of computing a loss from NaN or inf log-probs (unless :func:`allow_non_finite`)."""
+    if _NON_FINITE_ALLOWED.get():
+        return
     for name, values in logps.items():
-        if torch.isnan(values).any():
+        bad = ~torch.isfinite(values)
+        if bad.any():
+            kind = "NaN" if torch.isnan(values).any() else "inf"
             raise ValueError(
-                f"{name} contains NaN: is a completion empty after truncation or masking?"
+                f"{name} contains {kind} (at index {bad.nonzero()[0].tolist()}): a numerical fault upstream (an fp16 "
+                "overflow, a diverged model), or log-probs averaged over an empty completion (0/0). DPOTrainer skips such "
+                "a step; when calling the loss yourself, find where these log-probs came from."
             )

@@ -8,7 +8,8 @@ later loads take about a second and produce identical logits.
 
 The cache folder is named after the transformers version that wrote it (older versions cannot
 read a newer tokenizer file, and before 5.18 the GGUF converter got EOS wrong), and it appears
-in one rename, so processes converting at the same time never see half a folder.
+in one rename, so processes converting at the same time never see half a folder. A conversion
+that is killed leaves a hidden ``.partial-*`` folder behind; a later load removes it once stale.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -71,13 +75,16 @@ def offline_model_dir() -> Path:
     """A plain (not quantized) transformers folder of the bundled SmolLM2, converted once.
 
     Each process converts into its own temporary folder and renames it into place; a process
-    that finds the folder already there (another one finished first) keeps that one."""
+    that finds the folder already there (another one finished first) keeps that one. Temporary
+    folders that a killed conversion left behind are removed once stale (:func:`remove_stale_partials`)."""
     target = cache_dir() / offline_cache_name()
+    if target.parent.is_dir():
+        remove_stale_partials(target.parent)
     if target.is_dir():
         return target
     gguf = offline_gguf_path()
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{_host_tag()}-{os.getpid()}-", dir=target.parent))
     work.chmod(0o755)  # mkdtemp makes it private; the cache is readable like any folder
     try:
         print(f"Converting {gguf.name} to a plain transformers model (once, ~20 s)...")
@@ -88,6 +95,56 @@ def offline_model_dir() -> Path:
     for name in LEGACY_CACHE_NAMES:  # written by earlier versions of this package
         shutil.rmtree(target.parent / name, ignore_errors=True)
     return target
+
+
+PARTIAL_OWNER_GONE_SECONDS = 10 * 60  # owner's process dead on this host: removed once untouched this long
+PARTIAL_ABANDONED_SECONDS = 24 * 3600  # owner unknown (another host, or named by an older version): untouched this long
+
+
+def remove_stale_partials(folder: Path, now: float | None = None) -> list[Path]:
+    """Remove the ``.<name>.partial-<host>-<pid>-<random>`` folders of conversions that were killed.
+
+    A folder is stale when nothing in it changed for ``PARTIAL_OWNER_GONE_SECONDS`` and the process
+    that made it (named in it) no longer runs on this host, or, when its owner cannot be checked
+    (another host sharing the cache, or a folder named by an older version), when nothing in it
+    changed for ``PARTIAL_ABANDONED_SECONDS``. A folder whose owner runs on this host is never
+    removed, however old: a live process may still be writing it. Returns the removed folders."""
+    now = time.time() if now is None else now
+    removed = []
+    for partial in folder.glob(".*.partial-*"):
+        if partial.is_dir() and _partial_is_stale(partial, now):
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial)
+    return removed
+
+
+def _partial_is_stale(partial: Path, now: float) -> bool:
+    try:
+        untouched = now - max(path.stat().st_mtime for path in [partial, *partial.rglob("*")])
+    except FileNotFoundError:  # being published or removed right now
+        return False
+    owner = re.fullmatch(r"\..+\.partial-([A-Za-z0-9_.]+)-(\d+)-[^-]*", partial.name)
+    if owner and owner[1] == _host_tag():
+        return not _process_runs(int(owner[2])) and untouched > PARTIAL_OWNER_GONE_SECONDS
+    return untouched > PARTIAL_ABANDONED_SECONDS
+
+
+def _host_tag() -> str:
+    """This host's name as it appears in a partial folder's name (no ``-``, which separates the fields)."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
+
+
+def _process_runs(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (True when that cannot be told)."""
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to another user, or the check is not allowed
+        return True
+    return True
 
 
 def publish_folder(work: Path, target: Path) -> bool:

@@ -84,3 +84,68 @@ def test_the_converted_tokenizer_ends_with_im_end_and_adds_no_bos():
     tokenizer = AutoTokenizer.from_pretrained(models.offline_model_dir())
     assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("<|im_end|>", 2)
     assert tokenizer("Hi there")["input_ids"] == tokenizer("Hi there", add_special_tokens=False)["input_ids"]
+
+
+def convert_slowly_in_a_process(cache, started):
+    import os
+
+    os.environ["DPO_TUTORIAL_CACHE"] = str(cache)
+
+    def hang(gguf, out):
+        (Path(out) / "config.json").write_text("{}")
+        started.set()
+        time.sleep(600)  # killed long before
+
+    models.convert_gguf = hang
+    models.offline_model_dir()
+
+
+def test_a_killed_conversion_leaves_a_folder_that_a_later_load_removes_once_stale(tmp_path, monkeypatch):
+    import os
+
+    context = multiprocessing.get_context("spawn")
+    started = context.Event()
+    process = context.Process(target=convert_slowly_in_a_process, args=(tmp_path, started))
+    process.start()
+    assert started.wait(timeout=300)
+    process.kill()  # SIGKILL: no finally block runs
+    process.join(timeout=60)
+    (partial,) = tmp_path.glob(".*.partial-*")
+
+    monkeypatch.setenv("DPO_TUTORIAL_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "convert_gguf", slow_fake_conversion)
+    target = models.offline_model_dir()  # its owner is dead, but it changed just now: it could be another host's
+    assert partial.exists()
+    old = time.time() - 3600  # an hour later
+    for path in [partial, *partial.iterdir()]:
+        os.utime(path, (old, old))
+    assert models.offline_model_dir() == target  # a later load, the model already there
+    assert sorted(path.name for path in tmp_path.iterdir()) == [target.name]
+
+
+def test_a_partial_folder_is_kept_while_its_owner_may_be_writing_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    host, day = models._host_tag(), 24 * 3600
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folders = {  # name: (seconds untouched, removed?)
+        f".model.partial-{host}-{os.getpid()}-live": (2 * day, False),  # its owner runs: never removed
+        f".model.partial-{host}-{dead.pid}-fresh": (60, False),  # owner gone, but touched a minute ago
+        f".model.partial-{host}-{dead.pid}-stale": (models.PARTIAL_OWNER_GONE_SECONDS + 60, True),
+        f".model.partial-otherhost-{dead.pid}-recent": (day - 60, False),  # another host's: its pid cannot be checked
+        f".model.partial-otherhost-{dead.pid}-abandoned": (day + 60, True),
+        ".model.partial-k2j4x9": (day + 60, True),  # named by an older version, without owner
+        ".model.partial-k2j4x8": (3600, False),
+    }
+    now = time.time()
+    for name, (untouched, _) in folders.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+        for path in (tmp_path / name, tmp_path / name / "config.json"):
+            os.utime(path, (now - untouched, now - untouched))
+    removed = models.remove_stale_partials(tmp_path, now)
+    assert sorted(path.name for path in removed) == sorted(name for name, (_, gone) in folders.items() if gone)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(name for name, (_, gone) in folders.items() if not gone)

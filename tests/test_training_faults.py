@@ -1,0 +1,238 @@
+"""Faults in training: a NaN in the forward pass, bad settings, a changed dtype, another starting model, a full disk.
+Each is refused early with a clear message, or skipped and survived, never trained on silently."""
+
+import errno
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dpo_utils.losses import dpo_loss
+from dpo_utils.precision import fraction_changed, trainable_copy
+from dpo_utils import trainer as trainer_module
+from dpo_utils.trainer import DPOConfig, DPOTrainer, NonFiniteTrainingError, StaleCheckpointError
+from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
+
+
+def plant_in_forward(model, value: float):
+    """From now on the decoder's last norm outputs ``value`` everywhere (NaN, or inf), as a numerical fault would."""
+    return model.model.norm.register_forward_hook(lambda module, inputs, output: torch.full_like(output, value))
+
+
+# 6. A NaN or inf in the forward pass
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_a_non_finite_forward_pass_is_skipped_and_changes_nothing(value):
+    model = tiny_llama()
+    trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(batch_size=8, learning_rate=1e-3, max_steps=4))
+    trainer.train_step()  # one good step, so AdamW has state to protect
+    handle = plant_in_forward(model, value)
+    weights = trainable_copy(model)
+    adam = {k: v.clone() for k, v in trainer.optimizer.state_dict()["state"][0].items()}
+    row = trainer.train_step()
+    assert row["skipped"] == 1 and trainer.skipped_steps == 1 and trainer.skip_reason.startswith("non-finite log-probs")
+    assert fraction_changed(weights, model) == 0
+    for key, state in trainer.optimizer.state_dict()["state"][0].items():
+        assert torch.equal(state, adam[key]), key
+    handle.remove()
+    assert trainer.train_step()["skipped"] == 0 and fraction_changed(weights, model) > 0.5  # training goes on
+
+
+def test_repeated_nan_forward_passes_stop_with_the_last_good_checkpoint(tmp_path):
+    model = tiny_llama()
+    config = DPOConfig(batch_size=8, learning_rate=1e-3, max_steps=10, max_consecutive_skips=3, mixed_precision="no")
+    trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), config, output_dir=tmp_path)
+    trainer.train_step()
+    good = trainable_copy(model)
+    plant_in_forward(model, float("nan"))
+    with pytest.raises(NonFiniteTrainingError) as error:
+        trainer.train()
+    message = str(error.value)
+    assert "3 steps in a row were skipped" in message and "non-finite log-probs or loss in the forward pass" in message
+    assert "holds the last good state" in message and "mixed_precision" not in message  # fp32 compute: no other precision to offer
+    assert trainer.skipped_steps == 3
+    state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=False)
+    assert state["skipped_steps"] == 3 and all(torch.equal(state["model"][name], good[name]) for name in good)
+
+
+@pytest.mark.parametrize("precision, advice", [("fp16", "mixed_precision='bf16' (where the GPU has it) or 'no' instead of 'fp16'"),
+                                                ("bf16", "mixed_precision='no' instead of 'bf16'")])
+def test_the_advice_offers_only_other_precisions(precision, advice):
+    model = tiny_llama()
+    trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(max_steps=3, max_consecutive_skips=1, mixed_precision=precision))
+    trainer.ensure_reference_logps()  # a NaN reference pass stops at once (NumericalFailureError): plant after it
+    plant_in_forward(model, float("nan"))
+    with pytest.raises(NonFiniteTrainingError, match="1 steps in a row") as error:
+        trainer.train()
+    assert advice in str(error.value) and f"or '{precision}'" not in str(error.value)
+
+
+def test_the_loss_functions_still_refuse_non_finite_log_probs_when_called_directly():
+    x = torch.zeros(2)
+    with pytest.raises(ValueError, match="policy_chosen_logps contains inf .*numerical fault"):
+        dpo_loss(torch.tensor([0.0, -float("inf")]), x, x, x)
+
+
+# 8. The fingerprint includes the starting model
+
+
+def test_a_checkpoint_of_another_starting_model_is_not_resumed(tmp_path):
+    config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=2, save_final_model=False)
+    DPOTrainer(tiny_llama(seed=0), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path).train()
+    other = tiny_llama(seed=1)
+    before = trainable_copy(other)
+    with pytest.raises(StaleCheckpointError, match="another starting model.*resume=False"):
+        DPOTrainer(other, TinyTokenizer(), make_pairs(), config, output_dir=tmp_path).train()
+    assert fraction_changed(before, other) == 0  # not silently replaced by the old run's weights
+    same = DPOTrainer(tiny_llama(seed=0), TinyTokenizer(), make_pairs(), DPOConfig(**{**config.__dict__, "max_steps": 3}),
+                      output_dir=tmp_path)
+    assert [row["step"] for row in same.train()] == [1, 2, 3]  # the same start still resumes
+
+
+def test_the_fingerprint_is_of_the_model_as_passed_in():
+    model = tiny_llama()
+    start = trainer_module.model_fingerprint(model)
+    trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(learning_rate=1e-2, max_steps=1))
+    trainer.train_step()
+    assert trainer.model_digest == start != trainer_module.model_fingerprint(model) and trainer_module.model_fingerprint(tiny_llama()) == start
+    assert trainer_module.model_fingerprint(tiny_llama(seed=1)) != start
+
+
+def test_the_fingerprint_of_a_1_5b_model_takes_well_under_a_second():
+    """Qwen2.5-1.5B's 338 tensors (1.54e9 bf16 parameters, allocated but never written: only sampled pages are touched)."""
+    hidden, kv, mlp, vocab = 1536, 256, 8960, 151936
+    shapes = [(vocab, hidden), (hidden,)] + 28 * [(hidden, hidden), (kv, hidden), (kv, hidden), (hidden, hidden), (hidden,), (kv,),
+                                                  (kv,), (mlp, hidden), (mlp, hidden), (hidden, mlp), (hidden,), (hidden,)]
+    model = torch.nn.ParameterList([torch.nn.Parameter(torch.empty(shape, dtype=torch.bfloat16)) for shape in shapes])
+    assert len(shapes) == 338 and 1.5e9 < sum(p.numel() for p in model.parameters()) < 1.6e9
+    trainer_module.model_fingerprint(model)
+    start = time.perf_counter()
+    trainer_module.model_fingerprint(model)
+    assert time.perf_counter() - start < 0.25  # measured: 10-25 ms on a 2-core CPU
+
+
+# 9. Settings checked at once
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"beta": 0.0}, "beta=0.0 must be positive"),
+    ({"beta": -0.1, "objective": "simpo"}, "beta=-0.1 must be positive"),
+    ({"loss_type": "sigmod"}, "loss_type='sigmod': choose one of"),
+    ({"label_smoothing": 0.5}, r"label_smoothing=0.5 must be in \[0, 0.5\)"),
+    ({"label_smoothing": -0.1}, r"label_smoothing=-0.1 must be in \[0, 0.5\)"),
+    ({"label_smoothing": 0.1, "loss_type": "ipo"}, "label_smoothing is not defined for loss_type='ipo'"),
+    ({"batch_size": 0}, "batch_size=0 must be a positive integer"),
+    ({"batch_size": 8, "micro_batch_size": 3}, r"micro_batch_size=3 must divide batch_size=8 \(one of \[1, 2, 4, 8\]\)"),
+    ({"micro_batch_size": 0}, "micro_batch_size=0 must divide"),
+    ({"max_grad_norm": 0.0}, "max_grad_norm=0.0 must be positive.*trains nothing.*float\\('inf'\\)"),
+    ({"max_consecutive_skips": 0}, "max_consecutive_skips=0 must be a positive integer"),
+    ({"save_every": 0}, "save_every=0 must be a positive number of steps"),
+])
+def test_bad_settings_are_refused_by_the_config(settings, message):
+    with pytest.raises(ValueError, match=message):
+        DPOConfig(**settings)
+
+
+def test_no_clipping_is_spelled_inf_and_trains():
+    model = tiny_llama()
+    before = trainable_copy(model)
+    DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(max_grad_norm=float("inf"), learning_rate=1e-3, max_steps=1)).train()
+    assert fraction_changed(before, model) > 0.5
+
+
+class NoPadTokenizer(TinyTokenizer):
+    pad_token_id = None
+
+
+@pytest.mark.parametrize("case, message", [
+    ("output_dir is a file", "output_dir is a file, not a folder"),
+    ("output_dir under a file", "output_dir's parent .* is a file"),
+    ("empty pairs", "pairs is empty: nothing to train on"),
+    ("batch larger than the data", "batch_size=8 is larger than the 5 pairs: every step would repeat pairs"),
+    ("no pad token", "the tokenizer has no pad token.*ensure_pad_token"),
+    ("empty completion", r"pairs \[1\] have an empty completion"),
+])
+def test_bad_trainer_inputs_are_refused_at_construction(tmp_path, case, message):
+    (tmp_path / "a_file").write_text("")
+    pairs, tokenizer, output_dir = make_pairs(), TinyTokenizer(), tmp_path / "run"
+    if case == "output_dir is a file":
+        output_dir = tmp_path / "a_file"
+    elif case == "output_dir under a file":
+        output_dir = tmp_path / "a_file" / "run"
+    elif case == "empty pairs":
+        pairs = []
+    elif case == "batch larger than the data":
+        pairs = make_pairs(n=5)
+    elif case == "no pad token":
+        tokenizer = NoPadTokenizer()
+    else:
+        pairs[1].rejected_ids = []
+    with pytest.raises(ValueError, match=message):
+        DPOTrainer(tiny_llama(), tokenizer, pairs, DPOConfig(batch_size=8), output_dir=output_dir)
+
+
+def test_weights_cast_to_bf16_after_construction_are_refused_at_the_next_step():
+    model = tiny_llama()
+    trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(learning_rate=5e-7, max_steps=2))
+    trainer.train_step()
+    model.to(torch.bfloat16)
+    with pytest.raises(ValueError, match="not float32 since DPOTrainer was built"):
+        trainer.train_step()
+
+
+# 10. A full disk while saving
+
+
+def fill_the_disk(monkeypatch, error: Exception):
+    """torch.save writes part of the file, then fails as it does when the disk is full."""
+    def save(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"PK\x03\x04 partial")
+        raise error
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4416 vs 4304"),
+                                   OSError(errno.ENOSPC, "No space left on device")], ids=["zip-writer", "ENOSPC"])
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypatch, error):
+    config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=1, save_final_model=False)
+    trainer = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path)
+    trainer.train()
+    folder = tmp_path / "checkpoint"
+    history = (folder / "history.json").read_text()
+    trainer.train_step()
+    fill_the_disk(monkeypatch, error)
+    with pytest.raises(RuntimeError, match=f"no space left on the device while saving the checkpoint of step 2 to {folder}; "
+                                           "the partial file was removed and the previous checkpoint .* is intact") as caught:
+        trainer.save_checkpoint()
+    assert isinstance(caught.value, trainer_module.CheckpointSaveError)
+    monkeypatch.undo()
+    assert sorted(p.name for p in folder.iterdir()) == ["history.json", "state.pt"]
+    assert torch.load(folder / "state.pt", weights_only=False)["step"] == 1 and (folder / "history.json").read_text() == history
+
+
+def test_history_json_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=1, save_final_model=False)
+    trainer = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path)
+    trainer.train()
+    folder = tmp_path / "checkpoint"
+    history = (folder / "history.json").read_text()
+    write_text = Path.write_text
+
+    def half_written(self, text, *args, **kwargs):  # the disk fills up halfway through history.json
+        if self.name.startswith("history.json"):
+            write_text(self, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(self, text, *args, **kwargs)
+
+    trainer.train_step()
+    monkeypatch.setattr(Path, "write_text", half_written)
+    with pytest.raises((RuntimeError, OSError), match="no space left"):
+        trainer.save_checkpoint()
+    monkeypatch.undo()
+    assert (folder / "history.json").read_text() == history and json.loads(history)[0]["step"] == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["history.json", "state.pt"]
+    assert torch.load(folder / "state.pt", weights_only=False)["step"] == 1  # state and history stay of one step
