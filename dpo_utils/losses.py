@@ -18,9 +18,9 @@ sigmoid   :math:`-(1-\varepsilon)\log\sigma(u) - \varepsilon\log\sigma(-u)`   Ra
           (with :math:`\varepsilon>0` this is cDPO, conservative DPO)       (cDPO: Mitchell 2023)
 robust    :math:`\frac{-(1-\varepsilon)\log\sigma(u) + \varepsilon\log\sigma(-u)}{1-2\varepsilon}`
                                                                             Chowdhury et al. 2024
-ipo       :math:`\left(\frac{h_w}{|y_w|} - \frac{h_l}{|y_l|} - \frac{1}{2\beta}\right)^2`  Azar et al. 2023
-          (log-ratios averaged over each completion's tokens, as TRL does)
-ipo_sum   :math:`\left(h_w - h_l - \frac{1}{2\beta}\right)^2` (summed log-ratios)   Eq. 17, read literally
+ipo       :math:`\left(\frac{h_w}{|y_w|} - \frac{h_l}{|y_l|} - \frac{1}{2\beta}\right)^2`
+          (log-ratios averaged per completion token, as in TRL)             Azar et al. 2023
+ipo_sum   :math:`\left(h_w - h_l - \frac{1}{2\beta}\right)^2` (summed)      Azar et al., Eq. 17
 hinge     :math:`\max(0,\ 1 - u)`                                           Zhao et al. 2023 (SLiC)
 ========  ================================================================  =======================
 
