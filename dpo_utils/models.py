@@ -152,14 +152,22 @@ def declare_gguf_special_tokens(tokenizer, gguf: Path) -> None:
         tokenizer.add_bos_token = bool(add_bos)
 
 
+def default_device() -> str:
+    """``"cpu"`` without CUDA; with it, this process's GPU: ``cuda:LOCAL_RANK`` under a launcher
+    (``torchrun``, ``accelerate launch``), the device accelerate will train on, so that N processes
+    do not all load their copy onto GPU 0 first; plain ``"cuda"`` (the current GPU) otherwise."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    rank = os.environ.get("LOCAL_RANK")
+    return f"cuda:{rank}" if rank is not None and int(rank) < torch.cuda.device_count() else "cuda"
+
+
 def pick_device_and_dtype(device: str | None = None) -> tuple[torch.device, torch.dtype]:
     """The device, and the dtype for a model that is **not trained**: bf16 on GPUs that support
     it natively, fp16 on older GPUs (a T4), fp32 on CPU. Use it for judges, generation, frozen
     reference copies and a frozen LoRA base; trained weights stay fp32 (see
     :func:`load_model_and_tokenizer`)."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = torch.device(device if device is not None else default_device())
     if device.type != "cuda":
         return device, torch.float32
     if torch.cuda.is_bf16_supported(including_emulation=False):
@@ -243,7 +251,8 @@ def load_model_and_tokenizer(
 
     Args:
         name_or_path: hub id or local folder.
-        device: ``"cuda"``, ``"cpu"``...; default: CUDA when available.
+        device: ``"cuda"``, ``"cpu"``...; default: :func:`default_device` (this process's GPU
+            under ``accelerate launch``/``torchrun``, else the current GPU, else the CPU).
         dtype: default ``torch.float32``.
         fallback: use the bundled SmolLM2 when the hub cannot be reached.
     """
