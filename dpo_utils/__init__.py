@@ -16,6 +16,7 @@ One concept per module:
 - ``precision``      mixed precision: fp32 master weights, half-precision compute, fp16 loss scaling
 - ``memory``         how much accelerator memory one DPO step needs, checked against measured peaks
 - ``evaluation``     sample completions, score them with a reward, estimate KL to the reference
+- ``kl_check``       the KL estimate checked against an exact KL (tiny models, every completion enumerated)
 - ``sentiment``      the controlled-sentiment experiment of notebook 07
 - ``coverage``       who wrote the responses: off-policy and on-policy pairs in the tabular world
 - ``iterative``      iterative (on-policy) DPO: sample, rank with a reward, pair, train again
@@ -23,7 +24,7 @@ One concept per module:
 - ``lora``           LoRA adapters with peft, and the reference model for free (adapters disabled)
 - ``hub_data``       notebook 08's preference data: hub or shipped JSONL, length-filtered, split by prompt
 - ``judging``        a reward-model (or VADER) judge and the win rate with a confidence interval
-- ``trl_check``      TRL's DPO loss on the same rows, to check that ``dpo_utils`` computes the same
+- ``trl_check``      TRL's DPO loss and tokenization on the same rows, to check that ``dpo_utils`` computes the same
 - ``architectures``  public model architectures, random-initialised, for benchmarks without downloads
 - ``plotting``       the few plots every notebook draws
 - ``progress``       progress bars that stay readable in stored notebook outputs

@@ -159,7 +159,8 @@ def _row_problems(row, tokenizer, max_prompt_length, max_completion_length):
             problems.append(("truncated", "warning", f"{label} is cut at max_completion_length={max_completion_length} tokens, losing its EOS"))
         if encode(prompt_text + text)[: len(prompt_ids)] != prompt_ids:
             problems.append(("boundary", "warning", "prompt + completion tokenized together merge tokens across the border "
-                             "(often a trailing space in the prompt); tokenize them separately"))
+                             "(often a trailing space in the prompt): the prompt's end is trained as completion (TRL's "
+                             "split and ours); end the prompt on a token boundary or pass tokenization='separate'"))
     return list(dict.fromkeys(problems)), tuple(lengths)
 
 

@@ -20,6 +20,7 @@ as an editor numbers lines, blank lines included) and ``row i`` in a list or ``d
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,18 +217,83 @@ def completion_texts(tokenizer, row: dict, prompt_text: str) -> list[str]:
     return texts
 
 
-def tokenize_row(row: dict, tokenizer, max_prompt_length: int, max_completion_length: int) -> TokenizedPair:
-    """Tokenize prompt and completions *separately* (no merge across the boundary).
+TOKENIZATIONS = ("joint", "separate")
 
-    Plain strings get EOS appended to the completions. A prompt longer than
-    ``max_prompt_length`` tokens is refused; completions are cut to ``max_completion_length``.
+
+class PromptBoundaryWarning(UserWarning):
+    """The tokenized prompt is not a prefix of the tokenized prompt + completion."""
+
+
+def common_prefix_length(ids: list[int], other_ids: list[int]) -> int:
+    """Number of leading tokens the two sequences share."""
+    length = 0
+    for token, other in zip(ids, other_ids):
+        if token != other:
+            break
+        length += 1
+    return length
+
+
+def _joint_token_ids(row: dict, tokenizer) -> tuple[list[int], list[list[int]], int]:
+    """TRL 1.16's way: the prompt alone, prompt + chosen and prompt + rejected each tokenized whole.
+
+    Returns the prompt's ids, the two full sequences and where the completions start: the longest
+    common prefix of the prompt's ids with both full sequences (TRL's ``DPOTrainer._prepare_dataset``).
     """
+    if isinstance(row["prompt"], str):
+        eos = tokenizer.eos_token
+        with_eos = [row[name] if row[name].endswith(eos) else row[name] + eos for name in ("chosen", "rejected")]
+        prompt_ids = tokenizer(text=row["prompt"])["input_ids"]
+        full = [tokenizer(text=row["prompt"] + completion)["input_ids"] for completion in with_eos]
+    else:
+        render_prompt(tokenizer, row["prompt"])  # a clear error when the tokenizer has no chat template
+        encode = lambda messages, **kwargs: tokenizer.apply_chat_template(
+            messages, tokenize=True, return_dict=True, **kwargs)["input_ids"]
+        prompt_ids = encode(row["prompt"], add_generation_prompt=True)
+        full = [encode(row["prompt"] + row[name]) for name in ("chosen", "rejected")]
+    start = min(common_prefix_length(prompt_ids, ids) for ids in full)
+    if start < len(prompt_ids):
+        warnings.warn(f"the tokenized prompt is not a prefix of the tokenized prompt + completion (tokens merge "
+                      f"across the boundary, or the chat template renders the prompt alone differently): the "
+                      f"completion starts where they diverge, so the prompt's last tokens "
+                      f"{tokenizer.decode(prompt_ids[start:])!r} are in no training sequence and the tokens replacing "
+                      f"them are scored as completion. End the prompt on a token boundary (often: no trailing space).",
+                      PromptBoundaryWarning, stacklevel=3)
+    return prompt_ids, full, start
+
+
+def _separate_token_ids(row: dict, tokenizer) -> tuple[list[int], list[int], list[int]]:
+    """Prompt and each completion tokenized on their own (no merge across the boundary)."""
     prompt_text = render_prompt(tokenizer, row["prompt"])
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    if len(prompt_ids) > max_prompt_length:
-        raise PreferenceDataError(f"field 'prompt': {len(prompt_ids)} tokens, longer than max_prompt_length={max_prompt_length}")
-    chosen_ids, rejected_ids = (tokenizer(c, add_special_tokens=False)["input_ids"][:max_completion_length]
-                                for c in completion_texts(tokenizer, row, prompt_text))
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+    return encode(prompt_text), *(encode(c) for c in completion_texts(tokenizer, row, prompt_text))
+
+
+def tokenize_row(row: dict, tokenizer, max_prompt_length: int, max_completion_length: int,
+                 tokenization: str = "joint") -> TokenizedPair:
+    """Token ids of one validated row.
+
+    ``tokenization="joint"`` (the default) is TRL 1.16's: prompt + completion are tokenized
+    together and split where they stop agreeing with the prompt tokenized alone; a merge across
+    the boundary moves the prompt's last characters into the completion, with a
+    :class:`PromptBoundaryWarning` (Python shows each distinct message once, as TRL warns once).
+    ``"separate"`` tokenizes prompt and completions apart, never merging across the boundary.
+    Plain strings get EOS appended to the completions (``joint``: unless they end with it, as in
+    TRL). A prompt longer than ``max_prompt_length`` tokens (tokenized alone) is refused;
+    completions are cut to ``max_completion_length``.
+    """
+    if tokenization not in TOKENIZATIONS:
+        raise ValueError(f"tokenization={tokenization!r}: choose one of {TOKENIZATIONS}")
+    if tokenization == "joint":
+        prompt_ids, (chosen_full, rejected_full), start = _joint_token_ids(row, tokenizer)
+        prompt_length = len(prompt_ids)
+        prompt_ids, chosen_ids, rejected_ids = prompt_ids[:start], chosen_full[start:], rejected_full[start:]
+    else:
+        prompt_ids, chosen_ids, rejected_ids = _separate_token_ids(row, tokenizer)
+        prompt_length = len(prompt_ids)
+    if prompt_length > max_prompt_length:
+        raise PreferenceDataError(f"field 'prompt': {prompt_length} tokens, longer than max_prompt_length={max_prompt_length}")
+    chosen_ids, rejected_ids = chosen_ids[:max_completion_length], rejected_ids[:max_completion_length]
     if chosen_ids == rejected_ids:
         raise IdenticalPairError(f"fields 'chosen'/'rejected': identical after truncation to {max_completion_length} tokens")
     return TokenizedPair(prompt_ids, chosen_ids, rejected_ids)
@@ -239,8 +305,11 @@ def prepare_preference_data(
     max_prompt_length: int = 256,
     max_completion_length: int = 256,
     on_bad_row: str = "raise",
+    tokenization: str = "joint",
 ) -> tuple[list[TokenizedPair], SkipReport]:
-    """Load, validate and tokenize preference data. Returns the pairs and a :class:`SkipReport`."""
+    """Load, validate and tokenize preference data. Returns the pairs and a :class:`SkipReport`.
+
+    ``tokenization``: ``"joint"`` (TRL 1.16's split, the default) or ``"separate"`` (:func:`tokenize_row`)."""
     if on_bad_row not in ("raise", "skip"):
         raise ValueError("on_bad_row must be 'raise' or 'skip'")
     items, name = read_preference_rows(source)
@@ -250,7 +319,7 @@ def prepare_preference_data(
             if isinstance(row, PreferenceDataError):
                 raise row
             checked = validate_row(row, where, name)
-            pairs.append(tokenize_row(checked, tokenizer, max_prompt_length, max_completion_length))
+            pairs.append(tokenize_row(checked, tokenizer, max_prompt_length, max_completion_length, tokenization))
         except PreferenceDataError as error:
             message = str(error) if str(error).startswith(name) else f"{name}, {where}, {error}"
             if on_bad_row == "raise":

@@ -7,8 +7,9 @@ reference is recovered by disabling the adapters. No second copy of the model is
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
+
+from dpo_utils.models import quiet_checkpointing_renames
 
 
 def attach_lora(model, rank: int = 16, alpha: int | None = None, dropout: float = 0.0, target_modules="all-linear"):
@@ -17,9 +18,16 @@ def attach_lora(model, rank: int = 16, alpha: int | None = None, dropout: float 
 
     config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=target_modules,
                         task_type="CAUSAL_LM")
-    with warnings.catch_warnings():  # peft still asks for the old name; transformers 5 warns about it
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with quiet_checkpointing_renames():  # peft reads model.is_gradient_checkpointing
         return get_peft_model(model, config)
+
+
+def load_lora_adapter(base, adapter_dir, trainable: bool = False):
+    """``base`` with the LoRA adapter saved in ``adapter_dir`` (``PeftModel.from_pretrained``)."""
+    from peft import PeftModel
+
+    with quiet_checkpointing_renames():  # peft reads model.is_gradient_checkpointing
+        return PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable)
 
 
 def is_lora(model) -> bool:

@@ -18,7 +18,9 @@ sigmoid   :math:`-(1-\varepsilon)\log\sigma(u) - \varepsilon\log\sigma(-u)`   Ra
           (with :math:`\varepsilon>0` this is cDPO, conservative DPO)       (cDPO: Mitchell 2023)
 robust    :math:`\frac{-(1-\varepsilon)\log\sigma(u) + \varepsilon\log\sigma(-u)}{1-2\varepsilon}`
                                                                             Chowdhury et al. 2024
-ipo       :math:`\left(h_w - h_l - \frac{1}{2\beta}\right)^2`                 Azar et al. 2023
+ipo       :math:`\left(\frac{h_w}{|y_w|} - \frac{h_l}{|y_l|} - \frac{1}{2\beta}\right)^2`
+          (log-ratios averaged per completion token, as in TRL)             Azar et al. 2023
+ipo_sum   :math:`\left(h_w - h_l - \frac{1}{2\beta}\right)^2` (summed)      Azar et al., Eq. 17
 hinge     :math:`\max(0,\ 1 - u)`                                           Zhao et al. 2023 (SLiC)
 ========  ================================================================  =======================
 
@@ -30,8 +32,16 @@ is unbiased for the clean loss under label noise, but it is **not bounded below*
 keeps pushing the margin. Its expected loss has a finite minimiser only for a pair whose observed
 win rate :math:`p` lies strictly between :math:`\varepsilon` and :math:`1-\varepsilon`; there
 :math:`\sigma(u^*) = (p-\varepsilon)/(1-2\varepsilon)`, the noise-free win rate. (``ipo`` targets
-:math:`h_w - h_l = \frac{1}{2\beta}`; ``hinge`` is zero for every :math:`u \ge 1`; plain DPO
-falls towards 0 as :math:`u \to \infty`: no minimum either, but bounded below.)
+a gap of :math:`\frac{1}{2\beta}` nats *per token* between the average log-ratios, ``ipo_sum`` the
+same gap between the *summed* ones, about :math:`|y|` times smaller per token; ``hinge`` is zero for
+every :math:`u \ge 1`; plain DPO falls towards 0 as :math:`u \to \infty`: no minimum either, but
+bounded below.)
+
+The two IPO forms coincide when both completions are one token long (the tabular problems of
+:mod:`dpo_utils.tabular`). On text they are different losses at the same :math:`\beta`: the summed
+target :math:`\frac{1}{2\beta}` spreads over a whole completion, the averaged one asks for it on
+every token. TRL's ``loss_type="ipo"`` is the averaged form; its source says the IPO authors
+confirmed it is the one their paper's results used.
 
 Two **reference-free** variants score each completion by its *average* token log-prob
 :math:`\bar\ell = \log\pi_\theta(y|x)/|y|` (no :math:`\pi_{ref}`, no second model):
@@ -45,8 +55,11 @@ orpo      :math:`-\bar\ell_w - \lambda\log\sigma\big(\log\frac{odds_w}{odds_l}\b
 and :func:`preference_loss` adds the third: DPO plus a weighted NLL term on the chosen
 completion (``nll_weight``; "RPO", Pang et al. 2024), which keeps chosen log-probs from falling.
 
-Conventions follow TRL (``DPOTrainer``; ``CPOTrainer`` for SimPO; ``ORPOTrainer``) so numbers
-compare one to one.
+Conventions follow TRL 1.16 (``DPOTrainer``; ``CPOTrainer`` for SimPO; ``ORPOTrainer``): on the same
+rows, ``sigmoid`` (with :math:`\varepsilon = 0`), ``robust``, ``hinge`` and ``ipo`` give the per-pair
+losses and implicit rewards of TRL's loss of that name (``tests/test_trl_parity.py`` runs
+``DPOTrainer`` itself for ``sigmoid`` and ``ipo``). Two have no TRL 1.16 counterpart: cDPO
+(TRL's ``sigmoid`` ignores ``label_smoothing``) and ``ipo_sum``.
 """
 
 from __future__ import annotations
@@ -59,7 +72,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-LOSS_TYPES = ("sigmoid", "robust", "ipo", "hinge")
+LOSS_TYPES = ("sigmoid", "robust", "ipo", "ipo_sum", "hinge")
 OBJECTIVES = ("dpo", "sft", "simpo", "orpo")  # what :func:`preference_loss` can train
 
 
@@ -85,6 +98,8 @@ def dpo_loss(
     beta: float = 0.1,
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
+    chosen_lengths: torch.Tensor | None = None,
+    rejected_lengths: torch.Tensor | None = None,
 ) -> DPOLossOutput:
     r"""Per-example DPO-family losses and implicit rewards.
 
@@ -94,10 +109,14 @@ def dpo_loss(
         ref_chosen_logps: :math:`\log\pi_{ref}(y_w|x)`, shape ``(batch,)``.
         ref_rejected_logps: :math:`\log\pi_{ref}(y_l|x)`, shape ``(batch,)``.
         beta: strength :math:`\beta` of the KL constraint (larger = stay closer to the reference).
-        loss_type: one of ``sigmoid``, ``robust``, ``ipo``, ``hinge`` (formulas in the module doc).
+        loss_type: one of ``sigmoid``, ``robust``, ``ipo``, ``ipo_sum``, ``hinge`` (formulas in the
+            module doc).
         label_smoothing: :math:`\varepsilon`, the assumed probability that a label is flipped
             (``sigmoid`` and ``robust`` only; must be below 0.5).
             ``robust`` with :math:`\varepsilon > 0` is unbounded below on one-way pairs (module doc).
+        chosen_lengths, rejected_lengths: completion lengths in tokens, shape ``(batch,)``; ``ipo``
+            needs them (it averages each log-ratio over its completion's tokens, counts below 1
+            taken as 1 like TRL), the other losses ignore them.
 
     Returns:
         :class:`DPOLossOutput` with ``losses``, ``chosen_rewards``, ``rejected_rewards``;
@@ -128,6 +147,12 @@ def dpo_loss(
     elif loss_type == "robust":
         losses = (-(1 - eps) * F.logsigmoid(u) + eps * F.logsigmoid(-u)) / (1 - 2 * eps)
     elif loss_type == "ipo":
+        if chosen_lengths is None or rejected_lengths is None:
+            raise ValueError("loss_type='ipo' averages log-ratios per token: pass chosen_lengths and rejected_lengths "
+                             "(or use loss_type='ipo_sum' for the summed form)")
+        per_token_gap = chosen_logratios / chosen_lengths.clamp(min=1) - rejected_logratios / rejected_lengths.clamp(min=1)
+        losses = (per_token_gap - 1 / (2 * beta)) ** 2
+    elif loss_type == "ipo_sum":
         losses = (logits - 1 / (2 * beta)) ** 2
     else:  # hinge
         losses = torch.relu(1 - u)
@@ -175,7 +200,8 @@ def preference_loss(objective: str, chosen_logps, rejected_logps, chosen_lengths
     ``objective``: ``dpo`` (:func:`dpo_loss` with ``loss_type``; plus ``nll_weight`` times the
     chosen per-token NLL when ``nll_weight > 0``), ``sft`` (chosen per-token NLL: Preferred-FT),
     ``simpo`` (:func:`simpo_loss`, ``beta`` and ``simpo_gamma``) or ``orpo`` (:func:`orpo_loss`,
-    ``beta`` as :math:`\lambda`). Only ``dpo`` uses the reference log-probs.
+    ``beta`` as :math:`\lambda`). Only ``dpo`` uses the reference log-probs; its ``loss_type="ipo"``
+    also uses the lengths.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r}: choose one of {OBJECTIVES}")
@@ -189,7 +215,8 @@ def preference_loss(objective: str, chosen_logps, rejected_logps, chosen_lengths
         return DPOLossOutput(-chosen_avg, zero, zero)
     if ref_chosen_logps is None or ref_rejected_logps is None:
         raise ValueError("objective='dpo' needs the reference log-probs")
-    out = dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, loss_type, label_smoothing)
+    out = dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, loss_type, label_smoothing,
+                   chosen_lengths, rejected_lengths)
     if nll_weight:
         out.losses = out.losses - nll_weight * chosen_avg
     return out

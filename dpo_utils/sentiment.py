@@ -8,6 +8,7 @@ positive ones ``rejected``. Rows are written in TRL's conversational preference 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -42,3 +43,34 @@ def build_preference_rows(prompts, samples, rewards, pairs_per_prompt: int = 2, 
                              "rejected": [{"role": "assistant", "content": worst_text}],
                              "score_chosen": best_reward, "score_rejected": worst_reward})
     return rows
+
+
+@dataclass
+class SampledPairs:
+    """What :func:`sample_score_and_pair` made, step by step."""
+
+    samples: list  # (prompt_index, prompt_ids, completion_ids, text), from sample_completions
+    rewards: list[float]  # one per sample
+    rows: list[dict]  # best against worst, TRL's conversational format plus score_chosen / score_rejected
+    path: Path  # where the rows were saved as JSONL
+    pairs: list  # the saved file tokenized: TokenizedPair objects
+    report: object  # prepare_preference_data's SkipReport
+
+
+def sample_score_and_pair(model, tokenizer, prompts, n_samples: int, max_new_tokens: int, path, seed: int = 0,
+                          reward_fn=None, pairs_per_prompt: int = 2, min_gap: float = 0.1,
+                          max_prompt_length: int = 128) -> SampledPairs:
+    """Notebook 07's pipeline: sample ``n_samples`` completions per prompt from ``model`` (``seed``),
+    score them with ``reward_fn`` (default: VADER), pair each prompt's best with its
+    ``pairs_per_prompt`` worst (:func:`build_preference_rows`), save the rows as JSONL at ``path``
+    and tokenize that file (completions up to ``max_new_tokens + 1`` tokens, room for EOS)."""
+    from dpo_utils.data import prepare_preference_data, save_preference_jsonl
+    from dpo_utils.evaluation import sample_completions, vader_reward
+
+    samples = sample_completions(model, tokenizer, prompts, n_samples, max_new_tokens, seed=seed)
+    rewards = (reward_fn or vader_reward)([text for *_, text in samples])
+    rows = build_preference_rows(prompts, samples, rewards, pairs_per_prompt=pairs_per_prompt, min_gap=min_gap)
+    save_preference_jsonl(rows, path)
+    pairs, report = prepare_preference_data(path, tokenizer, max_prompt_length=max_prompt_length,
+                                            max_completion_length=max_new_tokens + 1)
+    return SampledPairs(samples, rewards, rows, Path(path), pairs, report)

@@ -1,0 +1,55 @@
+"""Our calls into peft and TRL emit no FutureWarning about transformers' old checkpointing names."""
+
+import re
+import warnings
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from dpo_utils.lora import attach_lora, load_lora_adapter
+from dpo_utils.models import CHECKPOINTING_RENAMES, ensure_pad_token, offline_model_dir, quiet_checkpointing_renames
+from dpo_utils.trl_check import trl_dpo_loss
+from tests.helpers import tiny_llama
+
+
+def rename_warnings(call):
+    """Run ``call()`` with every warning recorded; return the checkpointing-rename ones."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return [str(w.message) for w in caught if re.match(CHECKPOINTING_RENAMES, str(w.message))]
+
+
+def test_the_pattern_matches_the_messages_transformers_writes():
+    model = tiny_llama()
+    assert rename_warnings(lambda: model.is_gradient_checkpointing) == [
+        "`is_gradient_checkpointing` is deprecated and will be removed in v6. Use `is_activation_checkpointing` instead."]
+
+    def quietly():
+        with quiet_checkpointing_renames():
+            return model.is_gradient_checkpointing
+
+    assert rename_warnings(quietly) == []
+
+
+def test_the_filter_hides_nothing_else():
+    with quiet_checkpointing_renames(), pytest.warns(FutureWarning, match="something else"):
+        warnings.warn("`something else` is deprecated", FutureWarning)
+
+
+def test_attaching_saving_and_loading_a_lora_adapter_is_quiet(tmp_path):
+    assert rename_warnings(lambda: attach_lora(tiny_llama(), rank=4).save_pretrained(tmp_path)) == []
+    assert rename_warnings(lambda: load_lora_adapter(tiny_llama(), tmp_path)) == []
+
+
+def test_trls_loss_is_computed_quietly():
+    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
+    ensure_pad_token(tokenizer)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    policy, reference = LlamaForCausalLM(config).eval(), LlamaForCausalLM(config).eval()
+    rows = [{"prompt": "Rate the film.", "chosen": "Great.", "rejected": "Dull and long."}]
+    assert rename_warnings(lambda: trl_dpo_loss(policy, reference, tokenizer, rows, beta=0.1)) == []
