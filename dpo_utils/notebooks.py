@@ -21,6 +21,9 @@ from pathlib import Path
 from dpo_utils.config import RUNS_DIR
 
 REDUCED_DIR = RUNS_DIR / "reduced-notebooks"
+# What JupyterLab writes into a notebook on its first save: committed notebooks carry it, so
+# opening one leaves `git status` clean.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
 def output_path(path: Path, size: str, output_dir: Path | None = None) -> Path:
@@ -92,6 +95,7 @@ def run_notebook(path: Path, size: str = "full", timeout: int = 3600, output: Pa
     client.execute()
     seconds = time.perf_counter() - start
     render_streams(notebook)
+    notebook.metadata["kernelspec"] = dict(KERNELSPEC)
     output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, output)
     return seconds
