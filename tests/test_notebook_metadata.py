@@ -15,7 +15,8 @@ def test_notebook_has_jupyterlab_kernel_metadata(path):
     metadata = nbformat.read(path, as_version=4).metadata
     assert metadata.get("kernelspec") == notebooks.KERNELSPEC, f"{path}: metadata.kernelspec"
     language = metadata.get("language_info", {})
-    assert (language.get("name"), language.get("pygments_lexer")) == ("python", "ipython3"), f"{path}: metadata.language_info"
+    language_names = (language.get("name"), language.get("pygments_lexer"))
+    assert language_names == ("python", "ipython3"), f"{path}: metadata.language_info"
 
 
 def test_run_notebook_writes_the_kernel_metadata(tmp_path, monkeypatch):

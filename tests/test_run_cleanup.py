@@ -36,9 +36,26 @@ def test_the_suite_gives_each_notebook_a_temporary_runs_folder(tmp_path):
     notebook, record = notebook_writing_a_run(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop(RUNS_VARIABLE, None)
-    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "--nbval-lax", "--nbval-current-env",
-                          "-p", "no:cacheprovider", "-q", str(notebook)],
-                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "conftest",
+            "--nbval-lax",
+            "--nbval-current-env",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            str(notebook),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     check_the_run_was_elsewhere_and_is_gone(record)
 

@@ -23,8 +23,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CHROMIUM = "/usr/bin/chromium"
 # Chromium as the browser test launches it: no sandbox (root in containers), nothing fetched
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 BADGE = re.compile(r"\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)")
 REPO_LINK = re.compile(r"(\]\(|href=\")\.\./([^)\"\s#]+)")
 
@@ -48,23 +54,28 @@ def prepare(src: Path) -> None:
     if src.exists():
         shutil.rmtree(src)
     (src / "notebooks").mkdir(parents=True)
-    (src / "index.md").write_text((HERE / "index.md").read_text(encoding="utf-8").replace("{REPO_URL}", url),
-                                  encoding="utf-8")
+    (src / "index.md").write_text(
+        (HERE / "index.md").read_text(encoding="utf-8").replace("{REPO_URL}", url), encoding="utf-8"
+    )
     shutil.copy(HERE / "_static" / "colab-badge.svg", src / "notebooks" / "colab-badge.svg")
     for path in sorted((REPO / "notebooks").glob("*.ipynb")):
         notebook = json.loads(path.read_text(encoding="utf-8"))
         for cell in notebook["cells"]:
             if cell["cell_type"] == "markdown":
                 cell["source"] = book_markdown("".join(cell["source"]), url)
-        (src / "notebooks" / path.name).write_text(json.dumps(notebook, indent=1, ensure_ascii=False), encoding="utf-8")
+        text = json.dumps(notebook, indent=1, ensure_ascii=False)
+        (src / "notebooks" / path.name).write_text(text, encoding="utf-8")
 
 
 # Before printing: each chapter on a new page, and anything wider than the page (a long formula,
 # a wide table) scaled down to fit instead of clipped. Returns what is still too wide.
 FIT_TO_PAGE = """() => {
-  document.querySelectorAll('span[id^="document-notebooks/"]').forEach(s => s.nextElementSibling?.classList.add('book-page-break'));
+  for (const start of document.querySelectorAll('span[id^="document-notebooks/"]')) {
+    start.nextElementSibling?.classList.add('book-page-break');
+  }
   const wide = el => el.scrollWidth > el.clientWidth + 1;
-  const boxes = 'div.math, mjx-container[display="true"], div.highlight pre, .cell_output pre, table, .cell_output img';
+  const boxes = ['div.math', 'mjx-container[display="true"]', 'div.highlight pre', '.cell_output pre', 'table',
+                 '.cell_output img'].join(', ');
   let scaled = 0;
   for (const el of document.querySelectorAll(boxes)) {
     if (wide(el)) { el.style.zoom = (el.clientWidth / el.scrollWidth).toFixed(3); scaled += 1; }
@@ -98,11 +109,18 @@ def print_pdf(html: Path, pdf: Path) -> None:
         fit = page.evaluate(FIT_TO_PAGE)
         if fit["still"]:
             sys.exit(f"{html}: still wider than the page after scaling: {fit['still']}")
-        page.pdf(path=str(pdf), format="A4", print_background=True, outline=True, tagged=True,
-                 margin={"top": "15mm", "bottom": "15mm", "left": "12mm", "right": "12mm"},
-                 display_header_footer=True, header_template="<span></span>",
-                 footer_template='<div style="font-size:8px;width:100%;text-align:center">'
-                                 '<span class="pageNumber"></span> / <span class="totalPages"></span></div>')
+        page.pdf(
+            path=str(pdf),
+            format="A4",
+            print_background=True,
+            outline=True,
+            tagged=True,
+            margin={"top": "15mm", "bottom": "15mm", "left": "12mm", "right": "12mm"},
+            display_header_footer=True,
+            header_template="<span></span>",
+            footer_template='<div style="font-size:8px;width:100%;text-align:center">'
+            '<span class="pageNumber"></span> / <span class="totalPages"></span></div>',
+        )
         browser.close()
     print(f"{pdf}: {pdf.stat().st_size / 1e6:.1f} MB ({fit['scaled']} wide blocks scaled to the page)")
 

@@ -35,8 +35,11 @@ sys.path.insert(0, str(ROOT / "docs" / "book"))
 from book import CHROMIUM, CHROMIUM_ARGS, wait_for_mathjax  # noqa: E402
 
 PAGES = [HTML / "index.html"] + sorted((HTML / "notebooks").glob("*.html"))
-RAW_TEX = [(re.compile(r"\$[^$\n]*\$"), "raw $...$"), (re.compile(r"\\begin\{"), "raw \\begin"),
-           (re.compile(r"\\[a-zA-Z]{2,}"), "raw TeX macro")]
+RAW_TEX = [
+    (re.compile(r"\$[^$\n]*\$"), "raw $...$"),
+    (re.compile(r"\\begin\{"), "raw \\begin"),
+    (re.compile(r"\\[a-zA-Z]{2,}"), "raw TeX macro"),
+]
 
 # Runs in the page once MathJax is done: what a reader would see that is broken.
 INSPECT = """async () => {
@@ -74,8 +77,11 @@ def ids_in(path: Path) -> frozenset[str]:
 def stored_plots(notebook: Path) -> int:
     """Image outputs stored in a notebook: the plots its page must show."""
     cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-    return sum(any(kind.startswith("image/") for kind in output.get("data", {}))
-               for cell in cells for output in cell.get("outputs", []))
+    return sum(
+        any(kind.startswith("image/") for kind in output.get("data", {}))
+        for cell in cells
+        for output in cell.get("outputs", [])
+    )
 
 
 def link_problems(page: Path, links: list[str], page_ids: set[str]) -> list[str]:
@@ -104,7 +110,8 @@ def page_problems(browser, page_path: Path, expected_plots: int) -> list[str]:
 
     def only_local(route):
         url = route.request.url
-        if url.startswith("data:") or (url.startswith("file://") and Path(unquote(urlparse(url).path)).is_relative_to(BOOK)):
+        local = url.startswith("file://") and Path(unquote(urlparse(url).path)).is_relative_to(BOOK)
+        if local or url.startswith("data:"):
             return route.continue_()
         problems.append(f"request leaving the book's files: {url}")
         return route.abort()
@@ -148,7 +155,8 @@ def test_book_page_shows_everything(browser, page):
 
 
 def test_every_notebook_is_a_page_of_the_book():
-    assert sorted(p.stem for p in (HTML / "notebooks").glob("*.html")) == sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    pages = sorted(page.stem for page in (HTML / "notebooks").glob("*.html"))
+    assert pages == sorted(notebook.stem for notebook in NOTEBOOKS.glob("*.ipynb"))
 
 
 def test_the_single_page_the_pdf_is_printed_from(browser):
@@ -163,7 +171,8 @@ BROKEN = """
 unrendered: <span class="math notranslate nohighlight">\\(x</span>.</p>
 <p>Raw maths left in prose: $x^2$ and \\begin{align} a = b, never ended.</p>
 <p><img src="missing.png" alt="a missing plot"> <img src="http://127.0.0.1:9/plot.png" alt="a remote image"></p>
-<p><a href="nowhere.html">a missing page</a>, <a href="04_rlhf_objective_to_dpo_loss.html#no-such-section">a missing anchor</a></p>
+<p><a href="nowhere.html">a missing page</a>,
+<a href="04_rlhf_objective_to_dpo_loss.html#no-such-section">a missing anchor</a></p>
 """
 
 
@@ -173,13 +182,21 @@ def test_a_page_with_broken_maths_images_and_links_fails(browser):
     broken = source.with_name("zz_broken_page_check.html")
     html = source.read_text(encoding="utf-8")
     try:
-        broken.write_text(html.replace('<article class="bd-article">', '<article class="bd-article">' + BROKEN, 1),
-                          encoding="utf-8")
+        broken.write_text(
+            html.replace('<article class="bd-article">', '<article class="bd-article">' + BROKEN, 1), encoding="utf-8"
+        )
         problems = "\n".join(page_problems(browser, broken, expected_plots=99))
     finally:
         broken.unlink(missing_ok=True)
-    for expected in ("MathJax error: 'Undefined control sequence \\\\notamacro'", "maths not rendered: '\\\\(x'",
-                     "raw $...$ in prose", "raw \\begin in prose", "image did not load: missing.png",
-                     "request leaving the book's files: http://127.0.0.1:9/plot.png", "link to a missing page",
-                     "link to a missing anchor", "plots shown, the notebook stores 99"):
+    for expected in (
+        "MathJax error: 'Undefined control sequence \\\\notamacro'",
+        "maths not rendered: '\\\\(x'",
+        "raw $...$ in prose",
+        "raw \\begin in prose",
+        "image did not load: missing.png",
+        "request leaving the book's files: http://127.0.0.1:9/plot.png",
+        "link to a missing page",
+        "link to a missing anchor",
+        "plots shown, the notebook stores 99",
+    ):
         assert expected in problems, problems
