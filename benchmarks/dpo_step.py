@@ -1,8 +1,11 @@
 """Benchmark one DPO training step: dpo_utils against TRL's DPOTrainer, same model, same batch.
 
-    python benchmarks/dpo_step.py                                # all configurations, fixed and log-normal lengths
-    python benchmarks/dpo_step.py --checkpointing on             # activation checkpointing in every configuration
-    python benchmarks/dpo_step.py --model qwen2.5-0.5b --json out.json   # a random-initialised architecture
+    python benchmarks/dpo_step.py                     # quick: dpo_utils vs TRL-precompute, 4 pairs, 2 timed steps
+    python benchmarks/dpo_step.py --configs all --lengths fixed lognormal --pairs 8 --steps 5   # every configuration
+    python benchmarks/dpo_step.py --checkpointing on  # activation checkpointing in every configuration
+    python benchmarks/dpo_step.py --model qwen2.5-0.5b --json qwen.json   # a random-initialised architecture
+
+The results (settings, environment, table) are also written as JSON into ``runs/benchmarks/``.
 
 Each configuration runs in its own subprocess (so peak memory is its own), trained on the same
 ``--pairs`` preference pairs every step with constant learning rate, AdamW and clipping at 1.0.
@@ -61,6 +64,7 @@ CONFIGS = {
     "trl-default": "TRL DPOTrainer defaults (reference model forward every step)",
     "trl-precompute": "TRL DPOTrainer, precompute_ref_log_probs=True",
 }
+QUICK_CONFIGS = ["dpo_utils", "trl-precompute"]  # the default: one comparison, a few minutes on a laptop CPU
 LENGTHS = ("fixed", "lognormal", "shipped")
 # Dense bf16/fp16 peak TFLOP/s (no sparsity), by a word in torch.cuda.get_device_name()
 PEAK_TFLOPS = [(r"\bH100\b.*\bPCIe\b", 756.0), (r"\bH100\b", 989.0), (r"\bH200\b", 989.0), (r"\bA100\b", 312.0),
@@ -310,33 +314,46 @@ def print_table(results, env, peak, peak_source):
                           f"{best['peak_mb'] / by[other]['peak_mb']:.2f}x peak memory")
 
 
+def results_path(name: str | None) -> Path:
+    """``runs/benchmarks/<name>`` (a path with a folder is kept as given), or a dated name by default."""
+    from dpo_utils.config import RUNS_DIR
+
+    if name is None:
+        name = time.strftime("dpo_step-%Y%m%d-%H%M%S.json")
+    path = Path(name)
+    return path if path.parent != Path(".") else RUNS_DIR / "benchmarks" / path
+
+
 def main():
     from dpo_utils.architectures import ARCHITECTURES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS),
-                        help="default: all; dpo_utils-compile only on a GPU (fused AdamW is on by default there)")
+    parser.add_argument("--configs", nargs="+", default=QUICK_CONFIGS, choices=list(CONFIGS) + ["all"],
+                        help=f"default: {' '.join(QUICK_CONFIGS)}; all: every configuration (dpo_utils-compile only on a "
+                             "GPU; fused AdamW is on by default there)")
     parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct",
                         help=f"hub id, folder, or a random-initialised architecture: {', '.join(ARCHITECTURES)}")
-    parser.add_argument("--lengths", nargs="+", default=["fixed", "lognormal"], choices=LENGTHS)
+    parser.add_argument("--lengths", nargs="+", default=["lognormal"], choices=LENGTHS)
     parser.add_argument("--length-sigma", type=float, default=0.6, help="log-normal lengths: standard deviation of log length")
     parser.add_argument("--checkpointing", choices=("on", "off"), default="off", help="activation checkpointing, every configuration")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up step)")
-    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps (after one warm-up step)")
+    parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--completion-tokens", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--chunk-size", type=int, default=256, help="dpo_utils: completion positions per LM-head chunk")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="dense bf16 peak for MFU; default: known for H100/H200/A100/L4/T4")
-    parser.add_argument("--json", help="also write settings, environment and results to this file")
+    parser.add_argument("--json", help="where to write settings, environment and results (a bare file name: into "
+                                       "runs/benchmarks/; default runs/benchmarks/dpo_step-<date>-<time>.json)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-lengths", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker, args.worker_lengths, args)))
         return
-    args.configs = args.configs or [c for c in CONFIGS if c != "dpo_utils-compile" or _cuda()]
+    if "all" in args.configs:
+        args.configs = [c for c in CONFIGS if c != "dpo_utils-compile" or _cuda()]
     peak, peak_source = peak_tflops(args)
     results = []
     for kind in args.lengths:
@@ -358,10 +375,11 @@ def main():
         sys.exit("no configuration ran")
     env = environment(args)
     print_table(results, env, peak, peak_source)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"environment": env, "peak_tflops": peak, "peak_source": peak_source,
-                                               "results": results}, indent=1))
-        print(f"\nwritten: {args.json}")
+    path = results_path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"environment": env, "peak_tflops": peak, "peak_source": peak_source, "results": results},
+                               indent=1))
+    print(f"\nwritten: {path}")
 
 
 if __name__ == "__main__":

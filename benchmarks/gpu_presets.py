@@ -1,8 +1,10 @@
 """Check notebook 08's GPU presets on a GPU, offline: does each preset's step fit its card and train?
 
     python benchmarks/gpu_presets.py                      # every GPU preset, full shapes, memory capped per card
-    python benchmarks/gpu_presets.py --presets t4 --json gpu_presets.json
+    python benchmarks/gpu_presets.py --presets t4 --json t4.json   # results also in runs/benchmarks/t4.json
     python benchmarks/gpu_presets.py --shrink             # tiny shapes: the same code path on a CPU (tests)
+
+Without a GPU (and without ``--shrink``) it says so at once and stops, before importing torch.
 
 No hub is needed: each preset's model is built from its architecture's config shipped in the
 repository (:mod:`dpo_utils.architectures`), with random weights (speed and memory depend on
@@ -32,15 +34,34 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 GPU_PRESETS = ("t4", "mid-gpu", "large-gpu")
+# Device files a CUDA (NVIDIA, or ROCm's HIP) GPU gives a process: looked for before torch is imported
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+NO_GPU = ("no GPU found: the presets are sized for GPUs; `--shrink` runs the same code path at tiny shapes "
+          "on the CPU")
+
+
+def gpu_visible() -> bool:
+    """Cheap: does this machine show a GPU device file? (torch.cuda then says whether it is usable.)"""
+    return any(Path(path).exists() for path in GPU_DEVICE_FILES)
+
+
+def results_path(name: str | None) -> Path:
+    """``runs/benchmarks/<name>`` (a path with a folder is kept as given), or a dated name by default."""
+    from dpo_utils.config import RUNS_DIR
+
+    if name is None:
+        name = time.strftime("gpu_presets-%Y%m%d-%H%M%S.json")
+    path = Path(name)
+    return path if path.parent != Path(".") else RUNS_DIR / "benchmarks" / path
 
 
 def synthetic_pairs(preset, vocab: int, n: int, seed: int = 0):
     """``n`` pairs with every prompt and completion at the preset's maximum length."""
+    import torch
+
     from dpo_utils.data import TokenizedPair
 
     gen = torch.Generator().manual_seed(seed)
@@ -51,6 +72,8 @@ def synthetic_pairs(preset, vocab: int, n: int, seed: int = 0):
 
 def measure(name: str, steps: int, shrink: bool) -> dict:
     """Train one preset for ``steps`` optimizer steps in this process; return its measurements."""
+    import torch
+
     from dpo_utils.architectures import random_model_and_tokenizer
     from dpo_utils.lora import attach_lora
     from dpo_utils.memory import GIB
@@ -103,12 +126,20 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--presets", nargs="+", default=list(GPU_PRESETS), choices=GPU_PRESETS)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--shrink", action="store_true", help="tiny shapes (1 layer, hidden 64, 16+16 tokens): a CPU smoke test")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--json", help="where to write the results (a bare file name: into runs/benchmarks/; "
+                                       "default runs/benchmarks/gpu_presets-<date>-<time>.json)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one preset in this process
     args = parser.parse_args(argv)
     if args.one:
         print("RESULT " + json.dumps(measure(args.one, args.steps, args.shrink)))
         return []
+    if not args.shrink and not gpu_visible():
+        sys.exit(NO_GPU)
+    print("measuring " + ", ".join(args.presets) + (" (shrunk shapes)" if args.shrink else ""), flush=True)
+    import torch
+
+    if not args.shrink and not torch.cuda.is_available():
+        sys.exit(f"{NO_GPU} (torch {torch.__version__} sees no CUDA device)")
     results = []
     for name in args.presets:  # one process each: its own peak memory and memory cap
         command = [sys.executable, __file__, "--one", name, "--steps", str(args.steps)] + (["--shrink"] if args.shrink else [])
@@ -124,8 +155,10 @@ def main(argv=None) -> list[dict]:
             continue
         print(f"{r['preset']:10} {r['card_gib']:8.1f} {r['estimate_gib']:8.1f} {r['peak_gib']:8.1f} {r['seconds_per_step']:7.2f} "
               f"{str(r['losses_finite']):>6} {r['skipped']:7d} {100 * r['changed']:7.2f}%")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    path = results_path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+    print(f"written: {path}")
     return results
 
 

@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import TypeVar
 
 SIZE_VARIABLE = "DPO_TUTORIAL_SIZE"
+RUNS_VARIABLE = "DPO_TUTORIAL_RUNS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"  # small data sets shipped with the repository
-RUNS_DIR = REPO_ROOT / "runs"  # checkpoints and outputs of notebook runs (git-ignored)
+# Checkpoints and outputs of notebook runs (git-ignored). DPO_TUTORIAL_RUNS moves them: the test
+# suite and reduced dpo-run-notebook runs give each notebook a temporary folder (dpo_utils.notebooks).
+RUNS_DIR = Path(os.environ.get(RUNS_VARIABLE) or REPO_ROOT / "runs")
 SIZES = ("full", "reduced")
 
 T = TypeVar("T")

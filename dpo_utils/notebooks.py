@@ -8,19 +8,27 @@ Committed notebooks carry the outputs of a full-size run (README's rule); this i
 command that makes them. Each notebook prints ``describe_run()`` near the top, so the stored
 outputs say which size and which device produced them. A reduced run never overwrites the
 committed notebook: it is written to ``runs/reduced-notebooks/`` unless ``--output-dir`` says
-where (a folder that would overwrite the source notebook is refused).
+where (a folder that would overwrite the source notebook is refused). Its training runs
+(checkpoints, final models) go to a temporary folder that is removed afterwards
+(:func:`temporary_runs_dir`); the test suite does the same for every notebook (``conftest.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from dpo_utils.config import RUNS_DIR
+from dpo_utils.config import RUNS_DIR, RUNS_VARIABLE
 
 REDUCED_DIR = RUNS_DIR / "reduced-notebooks"
+# What JupyterLab writes into a notebook on its first save: committed notebooks carry it, so
+# opening one leaves `git status` clean.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
 def output_path(path: Path, size: str, output_dir: Path | None = None) -> Path:
@@ -31,6 +39,26 @@ def output_path(path: Path, size: str, output_dir: Path | None = None) -> Path:
     if size != "full" and out.resolve() == path.resolve():
         raise ValueError(f"{path}: a reduced run would overwrite the stored full-size outputs; choose another --output-dir")
     return out
+
+
+@contextmanager
+def temporary_runs_dir(name: str):
+    """Point ``DPO_TUTORIAL_RUNS`` at a fresh folder ``.../<name>/runs`` while the block runs,
+    for the kernels started in it; then remove the folder and restore the variable.
+
+    A reduced run's checkpoints and final models (about 1 GB per SmolLM2 run) are not kept.
+    """
+    parent = Path(tempfile.mkdtemp(prefix=f"dpo-tutorial-{name}-"))
+    before = os.environ.get(RUNS_VARIABLE)
+    os.environ[RUNS_VARIABLE] = str(parent / "runs")  # ends in runs/, as printed paths do
+    try:
+        yield parent / "runs"
+    finally:
+        if before is None:
+            os.environ.pop(RUNS_VARIABLE, None)
+        else:
+            os.environ[RUNS_VARIABLE] = before
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def terminal_text(text: str) -> str:
@@ -89,9 +117,14 @@ def run_notebook(path: Path, size: str = "full", timeout: int = 3600, output: Pa
         resources={"metadata": {"path": str(path.parent)}},
     )
     start = time.perf_counter()
-    client.execute()
+    if size == "full":
+        client.execute()
+    else:
+        with temporary_runs_dir(path.stem):
+            client.execute()
     seconds = time.perf_counter() - start
     render_streams(notebook)
+    notebook.metadata["kernelspec"] = dict(KERNELSPEC)
     output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, output)
     return seconds

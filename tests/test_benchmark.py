@@ -132,3 +132,14 @@ def test_random_model_is_fixed_by_its_seed_and_the_tokenizer_fits():
     assert all(len(tok) <= architecture_config(n).vocab_size for n in ARCHITECTURES)
     with pytest.raises(ValueError, match="qwen2.5-0.5b"):
         random_model_and_tokenizer("qwen-0.5b")
+
+
+def test_results_go_to_runs_unless_a_folder_is_given(tmp_path):
+    from dpo_utils.config import RUNS_DIR
+
+    b = bench()
+    assert b.results_path("cpu_off.json") == RUNS_DIR / "benchmarks" / "cpu_off.json"
+    assert b.results_path(str(tmp_path / "out.json")) == tmp_path / "out.json"
+    dated = b.results_path(None)
+    assert dated.parent == RUNS_DIR / "benchmarks" and dated.name.startswith("dpo_step-")
+    assert set(b.QUICK_CONFIGS) < set(b.CONFIGS)
