@@ -122,14 +122,18 @@ def vader_reward(texts: list[str]) -> list[float]:
     return [analyzer.polarity_scores(text)["compound"] for text in texts]
 
 
-def evaluate_policy(policy, reference, tokenizer, prompts, reward_fn=vader_reward, n_samples=2, max_new_tokens=48, seed=0):
-    """Mean reward of policy samples and the sequence-level KL estimate to ``reference``.
+def evaluate_policy(policy, reference, tokenizer, prompts, reward_fn=vader_reward, n_samples=2, max_new_tokens=48, seed=0,
+                    mixed_precision=None):
+    """Mean reward of policy samples and the sequence-level KL estimate to ``reference``, sampling and
+    both log-probs computed under ``mixed_precision`` (default: the device's).
 
     Returns a dict with ``reward``, ``reward_sem`` (standard error), ``kl``, ``kl_sem`` and ``samples``.
     """
-    samples = sample_completions(policy, tokenizer, prompts, n_samples, max_new_tokens, seed)
+    precision = resolve_mixed_precision(mixed_precision, next(policy.parameters()).device)
+    samples = sample_completions(policy, tokenizer, prompts, n_samples, max_new_tokens, seed, mixed_precision=precision)
     rewards = reward_fn([text for *_, text in samples])
-    log_ratio = sequence_logprobs_of(policy, samples, tokenizer.pad_token_id) - sequence_logprobs_of(reference, samples, tokenizer.pad_token_id)
+    logprobs = lambda model: sequence_logprobs_of(model, samples, tokenizer.pad_token_id, mixed_precision=precision)
+    log_ratio = logprobs(policy) - logprobs(reference)
     sem = lambda values: statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
     return {"reward": statistics.fmean(rewards), "reward_sem": sem(rewards),
             "kl": log_ratio.mean().item(), "kl_sem": sem(log_ratio.tolist()),
