@@ -159,3 +159,87 @@ def heldout_preference_metrics(policy, pairs, pad_token_id, beta: float, referen
     out = dpo_loss(policy_logps[:, 0], policy_logps[:, 1], ref_logps[:, 0], ref_logps[:, 1], beta=beta)
     return {"loss": out.losses.mean().item(), "accuracy": (out.margins > 0).float().mean().item(),
             "margin": out.margins.mean().item(), "n": len(pairs)}
+
+
+@torch.no_grad()
+def pair_logratios(model, pairs, reference_logps: torch.Tensor, pad_token_id: int, batch_size: int = 8,
+                   **logprob_options) -> torch.Tensor:
+    """``(n_pairs, 2)`` log-ratios :math:`\\log\\pi(y|x) - \\log\\pi_{ref}(y|x)` of chosen and rejected.
+
+    ``reference_logps`` holds the reference's ``(chosen, rejected)`` log-probs of the same ``pairs``
+    (a tensor, or a :class:`~dpo_utils.trainer.ReferenceLogprobs`, whose precision is then used). The policy's are computed by
+    :func:`~dpo_utils.trainer.compute_reference_logprobs` with ``logprob_options`` (``padding_side``,
+    ``mode``, ``chunk_size``, ``mixed_precision``): with the options the reference log-probs were
+    computed with, an untrained copy of the reference gives exactly 0.
+    """
+    from dpo_utils.trainer import ReferenceLogprobs, compute_reference_logprobs
+
+    if isinstance(reference_logps, ReferenceLogprobs):  # the policy's in the precision the reference's were computed in
+        logprob_options.setdefault("mixed_precision", reference_logps.mixed_precision)
+        reference_logps = reference_logps.values
+    if len(pairs) != len(reference_logps):
+        raise ValueError(f"{len(pairs)} pairs but {len(reference_logps)} rows of reference log-probs")
+    policy_logps = compute_reference_logprobs(model, pairs, pad_token_id, batch_size, **logprob_options)
+    return policy_logps - reference_logps.float().cpu()
+
+
+def logratios_during_training(trainer, pair_indices, at_steps, batch_size: int = 8) -> list[dict]:
+    """Train ``trainer`` (a :class:`~dpo_utils.trainer.DPOTrainer`) step by step and measure, at
+    each step in ``at_steps`` (0: before any update), the log-ratios of the same pairs
+    ``pair_indices``.
+
+    The trainer's own metrics describe a different batch at every step; these rows follow one
+    fixed set of pairs, so a rise or a fall is the policy's, not the batch's. Training stops at
+    ``max(at_steps)`` and is the same run ``trainer.train()`` would make (nothing is saved);
+    ``trainer.history`` holds the per-step metrics as usual. Returns one row per measured step,
+    ``{"step", "chosen", "rejected"}``, the last two with one log-ratio per pair.
+    """
+    from dpo_utils.progress import progress_bar
+
+    steps = sorted(set(at_steps))
+    if not steps or steps[0] < trainer.step:
+        raise ValueError(f"at_steps={list(at_steps)}: need at least one step, none before the trainer's step {trainer.step}")
+    cfg, indices = trainer.config, list(pair_indices)
+    trainer.ensure_reference_logps()
+    fixed, reference = [trainer.pairs[i] for i in indices], trainer.reference_logps.values[indices]
+    options = dict(padding_side=cfg.padding_side, mode=cfg.logprob_mode, chunk_size=cfg.logits_chunk_size,
+                   mixed_precision=trainer.mixed_precision)  # as the trainer computed the reference's
+    rows = []
+    bar = progress_bar(total=steps[-1], initial=trainer.step, desc=f"{cfg.objective} training (measured)")
+    for target in steps:
+        while trainer.step < target:
+            trainer.train_step()
+            bar.update(1)
+        ratios = pair_logratios(trainer.model, fixed, reference, trainer.pad_id, batch_size, **options)
+        rows.append({"step": trainer.step, "chosen": ratios[:, 0], "rejected": ratios[:, 1]})
+    bar.close()
+    return rows
+
+
+@torch.no_grad()
+def heldout_pair_margins(policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8) -> torch.Tensor:
+    """Implicit-reward margin :math:`\\beta(h_w - h_l)` of each held-out pair (the per-pair values behind
+    :func:`heldout_preference_metrics`' accuracy and mean margin; the same reference rule)."""
+    from dpo_utils.lora import reference_of
+    from dpo_utils.trainer import compute_reference_logprobs
+
+    policy_logps = compute_reference_logprobs(policy, pairs, pad_token_id, batch_size)
+    with reference_of(policy, reference) as ref:
+        ref_logps = compute_reference_logprobs(ref, pairs, pad_token_id, batch_size)
+    ratios = policy_logps - ref_logps
+    return beta * (ratios[:, 0] - ratios[:, 1])
+
+
+def heldout_accuracy_by_prompt(policy, pairs, pad_token_id, beta: float, reference=None, level: float = 0.95,
+                               n_bootstrap: int = 4000, seed: int = 0) -> dict:
+    """Held-out implicit-reward accuracy with a bootstrap interval **over prompts**.
+
+    Pairs that share a prompt are not independent (a prompt the policy learned tends to rank all
+    its pairs right), so the interval resamples prompts, as :func:`~dpo_utils.judging.win_rate`
+    does. Returns ``mean`` (the accuracy), ``low``, ``high``, ``n`` (pairs) and ``n_prompts``.
+    """
+    from dpo_utils.judging import mean_with_prompt_interval
+
+    margins = heldout_pair_margins(policy, pairs, pad_token_id, beta, reference)
+    return mean_with_prompt_interval((margins > 0).float().tolist(), [tuple(p.prompt_ids) for p in pairs],
+                                     level, n_bootstrap, seed)

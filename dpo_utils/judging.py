@@ -77,3 +77,24 @@ def win_rate(policy_scores, reference_scores, prompts=None, level: float = 0.95,
 
 def _pooled_rate(groups: list[list[float]]) -> float:
     return sum(map(sum, groups)) / sum(map(len, groups))
+
+
+def mean_with_prompt_interval(values, prompts, level: float = 0.95, n_bootstrap: int = 4000, seed: int = 0) -> dict:
+    """Mean of per-item ``values`` (e.g. 1.0 for each held-out pair ranked right, else 0.0) with a
+    bootstrap interval **over prompts**, the resampling :func:`win_rate` uses: ``prompts`` gives each
+    item's prompt (any hashable or repr-able key), and items of one prompt are drawn together.
+
+    Returns ``mean``, ``low``, ``high``, ``n`` (items) and ``n_prompts``.
+    """
+    values, prompts = [float(v) for v in values], list(prompts)
+    if not values or len(values) != len(prompts):
+        raise ValueError(f"need one prompt per value and at least one value: got {len(values)} values, {len(prompts)} prompts")
+    by_prompt: dict = {}
+    for prompt, value in zip(prompts, values):
+        by_prompt.setdefault(repr(prompt), []).append(value)
+    groups = list(by_prompt.values())
+    rng = random.Random(seed)
+    means = sorted(_pooled_rate(rng.choices(groups, k=len(groups))) for _ in range(n_bootstrap))
+    tail = (1 - level) / 2
+    return {"mean": statistics.fmean(values), "low": means[int(tail * n_bootstrap)],
+            "high": means[min(int((1 - tail) * n_bootstrap), n_bootstrap - 1)], "n": len(values), "n_prompts": len(groups)}

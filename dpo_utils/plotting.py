@@ -1,4 +1,5 @@
-"""The few plots every notebook draws: curves against step, and a metrics history."""
+"""The few plots every notebook draws: curves against step, a metrics history, reward against KL,
+and the log-ratios of a fixed set of pairs."""
 
 from __future__ import annotations
 
@@ -64,5 +65,28 @@ def plot_runs(histories, keys, title: str = ""):
         axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_logratios(rows, title: str = "Log-ratios of one fixed set of pairs"):
+    """Mean log-ratio :math:`\\log\\pi/\\pi_{ref}` of chosen and rejected against step, from rows
+    ``{"step", "chosen", "rejected"}`` that measure the *same* pairs at every step (as
+    :func:`dpo_utils.evaluation.logratios_during_training` returns them). The band is the middle
+    half of the pairs (25th to 75th percentile); the black line at 0 is the reference: below it, a
+    completion is less likely than under the reference. Returns the figure."""
+    import torch
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    steps = [row["step"] for row in rows]
+    for key in ("chosen", "rejected"):
+        values = [torch.as_tensor(row[key], dtype=torch.float64).flatten() for row in rows]
+        line, = ax.plot(steps, [v.mean().item() for v in values], marker="o", label=f"{key} (mean of {len(values[0])} pairs)")
+        ax.fill_between(steps, [v.quantile(0.25).item() for v in values], [v.quantile(0.75).item() for v in values],
+                        color=line.get_color(), alpha=0.2)
+    ax.axhline(0.0, color="black", lw=1, label="reference (log-ratio 0)")
+    ax.set(xlabel="step", ylabel="log pi/pi_ref  [nats]", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
