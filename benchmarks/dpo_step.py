@@ -67,10 +67,18 @@ CONFIGS = {
 QUICK_CONFIGS = ["dpo_utils", "trl-precompute"]  # the default: one comparison, a few minutes on a laptop CPU
 LENGTHS = ("fixed", "lognormal", "shipped")
 # Dense bf16/fp16 peak TFLOP/s (no sparsity), by a word in torch.cuda.get_device_name()
-PEAK_TFLOPS = [(r"\bH100\b.*\bPCIe\b", 756.0), (r"\bH100\b", 989.0), (r"\bH200\b", 989.0), (r"\bA100\b", 312.0),
-               (r"\bL4\b", 121.0), (r"\bT4\b", 65.0)]
-WORDS = ("film story actor scene light music camera night city river house friend voice plot ending "
-         "character dialogue moment colour silence crowd window winter summer journey ocean").split()
+PEAK_TFLOPS = [
+    (r"\bH100\b.*\bPCIe\b", 756.0),
+    (r"\bH100\b", 989.0),
+    (r"\bH200\b", 989.0),
+    (r"\bA100\b", 312.0),
+    (r"\bL4\b", 121.0),
+    (r"\bT4\b", 65.0),
+]
+WORDS = (
+    "film story actor scene light music camera night city river house friend voice plot ending "
+    "character dialogue moment colour silence crowd window winter summer journey ocean"
+).split()
 
 
 def batch_lengths(kind, n_pairs, prompt_tokens, completion_tokens, sigma=0.6, seed=0, tokenizer=None):
@@ -79,7 +87,7 @@ def batch_lengths(kind, n_pairs, prompt_tokens, completion_tokens, sigma=0.6, se
     if kind == "fixed":
         return [(prompt_tokens, completion_tokens, completion_tokens)] * n_pairs
     if kind == "lognormal":  # mean exp(mu + sigma^2 / 2) = the requested mean
-        draw = lambda mean: min(max(round(rng.lognormvariate(math.log(mean) - sigma ** 2 / 2, sigma)), 4), 6 * mean)
+        draw = lambda mean: min(max(round(rng.lognormvariate(math.log(mean) - sigma**2 / 2, sigma)), 4), 6 * mean)
         return [(draw(prompt_tokens), draw(completion_tokens), draw(completion_tokens)) for _ in range(n_pairs)]
     if kind == "shipped":
         from dpo_utils.data import load_preference_rows, prepare_preference_data
@@ -88,9 +96,17 @@ def batch_lengths(kind, n_pairs, prompt_tokens, completion_tokens, sigma=0.6, se
         pairs, _ = prepare_preference_data(rows, tokenizer, max_prompt_length=10_000, max_completion_length=10_000)
         picked = [rng.choice(pairs) for _ in range(n_pairs)]
         p_scale = prompt_tokens / statistics.mean(len(p.prompt_ids) for p in pairs)
-        c_scale = completion_tokens / statistics.mean([len(p.chosen_ids) for p in pairs] + [len(p.rejected_ids) for p in pairs])
-        return [(max(round(len(p.prompt_ids) * p_scale), 5), max(round(len(p.chosen_ids) * c_scale), 2),
-                 max(round(len(p.rejected_ids) * c_scale), 2)) for p in picked]
+        c_scale = completion_tokens / statistics.mean(
+            [len(p.chosen_ids) for p in pairs] + [len(p.rejected_ids) for p in pairs]
+        )
+        return [
+            (
+                max(round(len(p.prompt_ids) * p_scale), 5),
+                max(round(len(p.chosen_ids) * c_scale), 2),
+                max(round(len(p.rejected_ids) * c_scale), 2),
+            )
+            for p in picked
+        ]
     raise ValueError(f"unknown lengths {kind!r}: choose from {LENGTHS}")
 
 
@@ -98,8 +114,14 @@ def make_rows(lengths, seed=0):
     """Deterministic plain-text pairs of the given word counts; one word is roughly one token here."""
     rng = random.Random(seed)
     words = lambda n: " ".join(rng.choice(WORDS) for _ in range(n))
-    return [{"prompt": f"Review {i}: {words(max(lp - 4, 1))}.", "chosen": " " + words(max(lc - 1, 1)),
-             "rejected": " " + words(max(lr - 1, 1))} for i, (lp, lc, lr) in enumerate(lengths)]
+    return [
+        {
+            "prompt": f"Review {i}: {words(max(lp - 4, 1))}.",
+            "chosen": " " + words(max(lc - 1, 1)),
+            "rejected": " " + words(max(lr - 1, 1)),
+        }
+        for i, (lp, lc, lr) in enumerate(lengths)
+    ]
 
 
 def peak_memory_mb():
@@ -126,11 +148,18 @@ def load(args):
 def run_dpo_utils(model, tokenizer, pairs, args, name):
     from dpo_utils.trainer import DPOConfig, DPOTrainer
 
-    config = DPOConfig(beta=0.1, learning_rate=args.lr, batch_size=len(pairs), max_steps=args.steps + 1,
-                       share_prompt=name in ("dpo_utils", "dpo_utils-compile", "dpo_utils-padding-free"),
-                       lean_logits=name != "dpo_utils-full-logits", padding_free=name == "dpo_utils-padding-free",
-                       logits_chunk_size=args.chunk_size, compile=name == "dpo_utils-compile",
-                       activation_checkpointing=args.checkpointing == "on")
+    config = DPOConfig(
+        beta=0.1,
+        learning_rate=args.lr,
+        batch_size=len(pairs),
+        max_steps=args.steps + 1,
+        share_prompt=name in ("dpo_utils", "dpo_utils-compile", "dpo_utils-padding-free"),
+        lean_logits=name != "dpo_utils-full-logits",
+        padding_free=name == "dpo_utils-padding-free",
+        logits_chunk_size=args.chunk_size,
+        compile=name == "dpo_utils-compile",
+        activation_checkpointing=args.checkpointing == "on",
+    )
     trainer = DPOTrainer(model, tokenizer, pairs, config)
     start = time.perf_counter()
     trainer.ensure_reference_logps()
@@ -166,16 +195,39 @@ def run_trl(model, tokenizer, rows, args, precompute):
     timer = StepTimer()
     # TRL turns activation checkpointing on by default: set it explicitly, like every configuration
     fields = DPOConfig.__dataclass_fields__
-    checkpointing = {("activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"):
-                     args.checkpointing == "on"}
+    checkpointing = {
+        (
+            "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+        ): args.checkpointing == "on"
+    }
     with tempfile.TemporaryDirectory() as out:
-        config = DPOConfig(output_dir=out, per_device_train_batch_size=len(rows), max_steps=args.steps + 1,
-                           learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0,
-                           beta=0.1, report_to="none", logging_steps=1, save_strategy="no", seed=0,
-                           precompute_ref_log_probs=precompute, use_cpu=not _cuda(), bf16=_cuda(),
-                           dataloader_drop_last=False, max_length=None, **checkpointing)
-        trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
-                             processing_class=tokenizer, callbacks=[timer])
+        config = DPOConfig(
+            output_dir=out,
+            per_device_train_batch_size=len(rows),
+            max_steps=args.steps + 1,
+            learning_rate=args.lr,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            max_grad_norm=1.0,
+            beta=0.1,
+            report_to="none",
+            logging_steps=1,
+            save_strategy="no",
+            seed=0,
+            precompute_ref_log_probs=precompute,
+            use_cpu=not _cuda(),
+            bf16=_cuda(),
+            dataloader_drop_last=False,
+            max_length=None,
+            **checkpointing,
+        )
+        trainer = DPOTrainer(
+            model=model,
+            args=config,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            callbacks=[timer],
+        )
         start = time.perf_counter()
         trainer.train()
         total = time.perf_counter() - start
@@ -199,7 +251,10 @@ def matmul_parameters(model) -> int:
     """N of 6 N tokens: parameters used in matrix products per token (input embedding lookup left out,
     a tied embedding counted once, as the LM head)."""
     total = sum(p.numel() for p in model.parameters())  # a tied weight is yielded once
-    tied = model.get_output_embeddings() is not None and model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    tied = (
+        model.get_output_embeddings() is not None
+        and model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    )
     return total if tied else total - model.get_input_embeddings().weight.numel()
 
 
@@ -212,11 +267,14 @@ def worker(name, lengths_kind, args):
 
     torch.manual_seed(0)
     model, tokenizer = load(args)
-    lengths = batch_lengths(lengths_kind, args.pairs, args.prompt_tokens, args.completion_tokens, args.length_sigma,
-                            tokenizer=tokenizer)
+    lengths = batch_lengths(
+        lengths_kind, args.pairs, args.prompt_tokens, args.completion_tokens, args.length_sigma, tokenizer=tokenizer
+    )
     rows = make_rows(lengths)
     longest = max(max(t) for t in lengths)
-    pairs, _ = prepare_preference_data(rows, tokenizer, max_prompt_length=4 * longest, max_completion_length=4 * longest)
+    pairs, _ = prepare_preference_data(
+        rows, tokenizer, max_prompt_length=4 * longest, max_completion_length=4 * longest
+    )
     tokens = sum(2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
     padded = collate_pairs(pairs, tokenizer.pad_token_id)["input_ids"].numel()
     with torch.no_grad():
@@ -230,11 +288,21 @@ def worker(name, lengths_kind, args):
         chosen, rejected, _ = batch_logprobs(model, pairs, tokenizer.pad_token_id, mode="lean")
     final_loss = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=0.1).losses.mean().item()
     step = statistics.median(times)
-    return {"config": name, "lengths": lengths_kind, "s_per_step": step, "step_times": times,
-            "cpu_s_per_step": statistics.median(cpu_times), "tokens_per_s": tokens / step,
-            "tokens_per_step": tokens, "padded_tokens_per_step": padded, "setup_s": setup, "peak_mb": peak_memory_mb(),
-            "final_loss": final_loss, "params": sum(p.numel() for p in model.parameters()),
-            "matmul_params": matmul_parameters(model)}
+    return {
+        "config": name,
+        "lengths": lengths_kind,
+        "s_per_step": step,
+        "step_times": times,
+        "cpu_s_per_step": statistics.median(cpu_times),
+        "tokens_per_s": tokens / step,
+        "tokens_per_step": tokens,
+        "padded_tokens_per_step": padded,
+        "setup_s": setup,
+        "peak_mb": peak_memory_mb(),
+        "final_loss": final_loss,
+        "params": sum(p.numel() for p in model.parameters()),
+        "matmul_params": matmul_parameters(model),
+    }
 
 
 def peak_tflops(args):
@@ -276,33 +344,62 @@ def environment(args):
     if torch.cuda.is_available():
         device = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     else:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+        cpu = (
+            next(
+                (
+                    line.split(":", 1)[1].strip()
+                    for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")
+                ),
+                platform.processor(),
+            )
+            if Path("/proc/cpuinfo").exists()
+            else platform.processor()
+        )
         device = f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     settings = {k: v for k, v in vars(args).items() if k not in ("worker", "worker_lengths", "json")}
-    return {"device": device, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "trl": trl_version, "commit": commit or None, "settings": settings}
+    return {
+        "device": device,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl_version,
+        "commit": commit or None,
+        "settings": settings,
+    }
 
 
 def print_table(results, env, peak, peak_source):
     print(f"\ndevice: {env['device']}")
-    print(f"python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, trl {env['trl']}, "
-          f"dpo-tutorial {env['commit']}")
+    print(
+        f"python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, trl {env['trl']}, "
+        f"dpo-tutorial {env['commit']}"
+    )
     s = env["settings"]
-    print(f"model {s['model']}, {s['pairs']} pairs a step, ~{s['prompt_tokens']} prompt / ~{s['completion_tokens']} completion tokens, "
-          f"activation checkpointing {s['checkpointing']}, median of {s['steps']} steps after a warm-up step, lr {s['lr']}")
+    print(
+        f"model {s['model']}, {s['pairs']} pairs a step, ~{s['prompt_tokens']} prompt / ~{s['completion_tokens']} completion tokens, "
+        f"activation checkpointing {s['checkpointing']}, median of {s['steps']} steps after a warm-up step, lr {s['lr']}"
+    )
     if peak:
-        print(f"MFU = 6 N tokens/s / {peak:g} TFLOP/s ({peak_source}); N = {results[0]['matmul_params']:,} parameters in matmuls")
+        print(
+            f"MFU = 6 N tokens/s / {peak:g} TFLOP/s ({peak_source}); N = {results[0]['matmul_params']:,} parameters in matmuls"
+        )
     for kind in dict.fromkeys(r["lengths"] for r in results):
         rows = [r for r in results if r["lengths"] == kind]
         r0 = rows[0]
         print(f"\n{kind} lengths: {r0['tokens_per_step']} tokens a step ({r0['padded_tokens_per_step']} with padding)")
-        print(f"{'config':24s} {'s/step':>8s} {'tokens/s':>9s} {'CPU s/step':>10s} {'setup s':>8s} {'peak MB':>8s} {'final loss':>11s}"
-              + ("    MFU" if peak else ""))
+        print(
+            f"{'config':24s} {'s/step':>8s} {'tokens/s':>9s} {'CPU s/step':>10s} {'setup s':>8s} {'peak MB':>8s} {'final loss':>11s}"
+            + ("    MFU" if peak else "")
+        )
         for r in rows:
-            line = (f"{r['config']:24s} {r['s_per_step']:8.2f} {r['tokens_per_s']:9.0f} {r['cpu_s_per_step']:10.2f} {r['setup_s']:8.1f} "
-                    f"{r['peak_mb']:8.0f} {r['final_loss']:11.5f}")
+            line = (
+                f"{r['config']:24s} {r['s_per_step']:8.2f} {r['tokens_per_s']:9.0f} {r['cpu_s_per_step']:10.2f} {r['setup_s']:8.1f} "
+                f"{r['peak_mb']:8.0f} {r['final_loss']:11.5f}"
+            )
             print(line + (f" {100 * r['mfu']:5.1f}%" if peak else ""))
         by = {r["config"]: r for r in rows}
         ours = [r for r in rows if r["config"].startswith("dpo_utils")]
@@ -310,8 +407,10 @@ def print_table(results, env, peak, peak_source):
             best = max(ours, key=lambda r: r["tokens_per_s"])
             for other in ("trl-default", "trl-precompute"):
                 if other in by:
-                    print(f"{best['config']} vs {other}: {best['tokens_per_s'] / by[other]['tokens_per_s']:.2f}x tokens/s, "
-                          f"{best['peak_mb'] / by[other]['peak_mb']:.2f}x peak memory")
+                    print(
+                        f"{best['config']} vs {other}: {best['tokens_per_s'] / by[other]['tokens_per_s']:.2f}x tokens/s, "
+                        f"{best['peak_mb'] / by[other]['peak_mb']:.2f}x peak memory"
+                    )
 
 
 def results_path(name: str | None) -> Path:
@@ -328,24 +427,45 @@ def main():
     from dpo_utils.architectures import ARCHITECTURES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=QUICK_CONFIGS, choices=list(CONFIGS) + ["all"],
-                        help=f"default: {' '.join(QUICK_CONFIGS)}; all: every configuration (dpo_utils-compile only on a "
-                             "GPU; fused AdamW is on by default there)")
-    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct",
-                        help=f"hub id, folder, or a random-initialised architecture: {', '.join(ARCHITECTURES)}")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=QUICK_CONFIGS,
+        choices=list(CONFIGS) + ["all"],
+        help=f"default: {' '.join(QUICK_CONFIGS)}; all: every configuration (dpo_utils-compile only on a "
+        "GPU; fused AdamW is on by default there)",
+    )
+    parser.add_argument(
+        "--model",
+        default="HuggingFaceTB/SmolLM2-135M-Instruct",
+        help=f"hub id, folder, or a random-initialised architecture: {', '.join(ARCHITECTURES)}",
+    )
     parser.add_argument("--lengths", nargs="+", default=["lognormal"], choices=LENGTHS)
-    parser.add_argument("--length-sigma", type=float, default=0.6, help="log-normal lengths: standard deviation of log length")
-    parser.add_argument("--checkpointing", choices=("on", "off"), default="off", help="activation checkpointing, every configuration")
+    parser.add_argument(
+        "--length-sigma", type=float, default=0.6, help="log-normal lengths: standard deviation of log length"
+    )
+    parser.add_argument(
+        "--checkpointing", choices=("on", "off"), default="off", help="activation checkpointing, every configuration"
+    )
     parser.add_argument("--steps", type=int, default=2, help="timed steps (after one warm-up step)")
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--completion-tokens", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--chunk-size", type=int, default=256, help="dpo_utils: completion positions per LM-head chunk")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="dense bf16 peak for MFU; default: known for H100/H200/A100/L4/T4")
-    parser.add_argument("--json", help="where to write settings, environment and results (a bare file name: into "
-                                       "runs/benchmarks/; default runs/benchmarks/dpo_step-<date>-<time>.json)")
+    parser.add_argument(
+        "--chunk-size", type=int, default=256, help="dpo_utils: completion positions per LM-head chunk"
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="dense bf16 peak for MFU; default: known for H100/H200/A100/L4/T4",
+    )
+    parser.add_argument(
+        "--json",
+        help="where to write settings, environment and results (a bare file name: into "
+        "runs/benchmarks/; default runs/benchmarks/dpo_step-<date>-<time>.json)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-lengths", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -358,10 +478,14 @@ def main():
     results = []
     for kind in args.lengths:
         for name in args.configs:
-            options = {k: v for k, v in vars(args).items()
-                       if k not in ("configs", "lengths", "worker", "worker_lengths", "json") and v is not None}
+            options = {
+                k: v
+                for k, v in vars(args).items()
+                if k not in ("configs", "lengths", "worker", "worker_lengths", "json") and v is not None
+            }
             cmd = [sys.executable, __file__, "--worker", name, "--worker-lengths", kind] + [
-                f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+                f"--{k.replace('_', '-')}={v}" for k, v in options.items()
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True)
             line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
             if not line:
@@ -377,8 +501,9 @@ def main():
     print_table(results, env, peak, peak_source)
     path = results_path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"environment": env, "peak_tflops": peak, "peak_source": peak_source, "results": results},
-                               indent=1))
+    path.write_text(
+        json.dumps({"environment": env, "peak_tflops": peak, "peak_source": peak_source, "results": results}, indent=1)
+    )
     print(f"\nwritten: {path}")
 
 

@@ -34,10 +34,38 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("07_dpo_smollm2_cpu", "08_dpo_on_a_gpu", "11_off_policy_on_policy_iterative_dpo")
-BENCHMARK = ["--model", "qwen2.5-1.5b", "--pairs", "8", "--prompt-tokens", "256", "--completion-tokens", "256",
-             "--configs", "dpo_utils", "dpo_utils-padding-free", "trl-precompute", "--steps", "3"]
-SMOKE_BENCHMARK = ["--model", "smollm2-135m", "--pairs", "2", "--prompt-tokens", "8", "--completion-tokens", "8",
-                   "--configs", "dpo_utils", "--lengths", "fixed", "--steps", "1"]
+BENCHMARK = [
+    "--model",
+    "qwen2.5-1.5b",
+    "--pairs",
+    "8",
+    "--prompt-tokens",
+    "256",
+    "--completion-tokens",
+    "256",
+    "--configs",
+    "dpo_utils",
+    "dpo_utils-padding-free",
+    "trl-precompute",
+    "--steps",
+    "3",
+]
+SMOKE_BENCHMARK = [
+    "--model",
+    "smollm2-135m",
+    "--pairs",
+    "2",
+    "--prompt-tokens",
+    "8",
+    "--completion-tokens",
+    "8",
+    "--configs",
+    "dpo_utils",
+    "--lengths",
+    "fixed",
+    "--steps",
+    "1",
+]
 
 
 def notebook_script(path: Path) -> str:
@@ -64,7 +92,10 @@ def run_part(name: str, command: list[str], timeout: int, cwd: Path = ROOT, env:
         out = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
         rc, output = out.returncode, out.stdout + out.stderr
     except subprocess.TimeoutExpired as expired:
-        rc, output = "timeout", (expired.stdout or b"").decode(errors="replace") if isinstance(expired.stdout, bytes) else ""
+        rc, output = (
+            "timeout",
+            (expired.stdout or b"").decode(errors="replace") if isinstance(expired.stdout, bytes) else "",
+        )
     seconds = time.perf_counter() - start
     print(f"[{name}] {'ok' if rc == 0 else f'FAILED ({rc})'} in {seconds:.0f} s", flush=True)
     return {"part": name, "rc": rc, "seconds": round(seconds, 1), "tail": output[-1500:]}
@@ -91,18 +122,33 @@ def environment() -> dict:
 
 
 def write_report(path: Path, env: dict, parts: list[dict], presets: list, benchmark: dict) -> None:
-    lines = [f"# GPU check: {env['gpu']}, {env['date']}", "",
-             "Written by `python benchmarks/gpu_check.py`. Versions: "
-             + ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("date", "gpu")) + ".", "",
-             "| part | result | seconds |", "|---|---|---|"]
-    lines += [f"| {p['part']} | {'ok' if p['rc'] == 0 else 'failed: ' + str(p['rc'])} | {p['seconds']} |" for p in parts]
+    lines = [
+        f"# GPU check: {env['gpu']}, {env['date']}",
+        "",
+        "Written by `python benchmarks/gpu_check.py`. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("date", "gpu"))
+        + ".",
+        "",
+        "| part | result | seconds |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {p['part']} | {'ok' if p['rc'] == 0 else 'failed: ' + str(p['rc'])} | {p['seconds']} |" for p in parts
+    ]
     if presets:
-        lines += ["", "## Presets (random weights, memory capped at each preset's card)", "",
-                  "| preset | card GiB | estimate GiB | peak GiB | s/step | losses finite | skipped | weights changed |",
-                  "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['preset']} | {r['card_gib']} | {r['estimate_gib']:.1f} | {r['peak_gib']:.1f} | "
-                  f"{r['seconds_per_step']:.2f} | {r['losses_finite']} | {r['skipped']} | {100 * r['changed']:.2f} % |"
-                  for r in presets if "error" not in r]
+        lines += [
+            "",
+            "## Presets (random weights, memory capped at each preset's card)",
+            "",
+            "| preset | card GiB | estimate GiB | peak GiB | s/step | losses finite | skipped | weights changed |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['preset']} | {r['card_gib']} | {r['estimate_gib']:.1f} | {r['peak_gib']:.1f} | "
+            f"{r['seconds_per_step']:.2f} | {r['losses_finite']} | {r['skipped']} | {100 * r['changed']:.2f} % |"
+            for r in presets
+            if "error" not in r
+        ]
     for run in benchmark.get("runs", []):
         lines += ["", f"## Speed against TRL, checkpointing {run['checkpointing']}", "", "```", run["table"], "```"]
     lines += ["", "## Output tails", ""]
@@ -116,8 +162,12 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, any device: checks the command itself")
     parser.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "gpu_report.md")
     parser.add_argument("--notebooks", nargs="*", default=list(NOTEBOOKS), help="notebook stems to run as scripts")
-    parser.add_argument("--budget", type=float, default=None,
-                        help="seconds for all parts together (default 480; none with --smoke): a part past it is cut")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds for all parts together (default 480; none with --smoke): a part past it is cut",
+    )
     args = parser.parse_args(argv)
     budget = args.budget if args.budget is not None else (float("inf") if args.smoke else 480)
     DEADLINE[0] = time.perf_counter() + budget
@@ -131,11 +181,17 @@ def main(argv=None) -> int:
         benchmark = {"runs": []}
         for checkpointing in ("off", "on"):
             out_json = folder / f"speed_{checkpointing}.json"
-            command = [sys.executable, str(ROOT / "benchmarks" / "dpo_step.py"), "--checkpointing", checkpointing,
-                       "--json", str(out_json)] + (SMOKE_BENCHMARK if args.smoke else BENCHMARK)
+            command = [
+                sys.executable,
+                str(ROOT / "benchmarks" / "dpo_step.py"),
+                "--checkpointing",
+                checkpointing,
+                "--json",
+                str(out_json),
+            ] + (SMOKE_BENCHMARK if args.smoke else BENCHMARK)
             part = run_part(f"speed, checkpointing {checkpointing}", command, limit(110))
             parts.append(part)
-            table = part["tail"][part["tail"].rfind("config"):] if "config" in part["tail"] else part["tail"][-800:]
+            table = part["tail"][part["tail"].rfind("config") :] if "config" in part["tail"] else part["tail"][-800:]
             benchmark["runs"].append({"checkpointing": checkpointing, "table": table.strip()})
         for stem in args.notebooks:
             parts.append(run_notebook(stem, limit(100), folder))

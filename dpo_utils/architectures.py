@@ -48,8 +48,14 @@ def tokenizer():
     return tok
 
 
-def random_model(name: str, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                 pad_token_id: int | None = None, **overrides):
+def random_model(
+    name: str,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    pad_token_id: int | None = None,
+    **overrides,
+):
     """Architecture ``name`` with random weights from ``seed``, in eval mode on ``device``.
 
     The weights are drawn on ``device`` (fast for a GPU; the same seed gives other numbers on
@@ -63,11 +69,15 @@ def random_model(name: str, seed: int = 0, dtype: torch.dtype = torch.float32, d
         config.pad_token_id = pad_token_id
     torch.manual_seed(seed)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, **({"attn_implementation": attn} if attn else {}))
+        model = AutoModelForCausalLM.from_config(
+            config, dtype=dtype, **({"attn_implementation": attn} if attn else {})
+        )
     return model.eval()
 
 
-def random_model_and_tokenizer(name: str, seed: int = 0, dtype: torch.dtype = torch.float32, device="cpu", **overrides):
+def random_model_and_tokenizer(
+    name: str, seed: int = 0, dtype: torch.dtype = torch.float32, device="cpu", **overrides
+):
     """``(random_model(name, ...), tokenizer())``, the model's pad id set to the tokenizer's."""
     tok = tokenizer()
     return random_model(name, seed, dtype, device, pad_token_id=tok.pad_token_id, **overrides), tok

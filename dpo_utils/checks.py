@@ -31,8 +31,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpo_utils.data import (IdenticalPairError, PreferenceDataError, completion_texts, no_rows_reason, read_preference_rows,
-                            render_prompt, tokenize_row, validate_row)
+from dpo_utils.data import (
+    IdenticalPairError,
+    PreferenceDataError,
+    completion_texts,
+    no_rows_reason,
+    read_preference_rows,
+    render_prompt,
+    tokenize_row,
+    validate_row,
+)
 
 
 @dataclass
@@ -67,14 +75,18 @@ class DataReport:
 
     def __str__(self) -> str:
         counts = Counter(f.severity for f in self.findings)
-        lines = [f"Checked {self.n_rows} rows of {self.source}: {counts['error']} errors, {counts['warning']} warnings"]
+        lines = [
+            f"Checked {self.n_rows} rows of {self.source}: {counts['error']} errors, {counts['warning']} warnings"
+        ]
         for f in self.findings:
             where = f" ({self.unit}s {_row_list(f.rows)})" if f.rows else ""
             lines.append(f"  {f.severity.upper():7s} {f.check}{where}: {f.message}")
         if self.stats:
             s = self.stats
-            lines.append(f"  lengths: chosen {s['chosen_tokens']:.1f}, rejected {s['rejected_tokens']:.1f} tokens on average; chosen "
-                         f"longer in {s['chosen_longer']:.0%}, shorter in {s['chosen_shorter']:.0%} of pairs")
+            lines.append(
+                f"  lengths: chosen {s['chosen_tokens']:.1f}, rejected {s['rejected_tokens']:.1f} tokens on average; chosen "
+                f"longer in {s['chosen_longer']:.0%}, shorter in {s['chosen_shorter']:.0%} of pairs"
+            )
         return "\n".join(lines)
 
 
@@ -86,15 +98,29 @@ def _row_list(rows: list[int], shown: int = 5) -> str:
 def check_tokenizer(tokenizer) -> list[Finding]:
     """Pad and EOS tokens: present, and distinct."""
     if tokenizer.pad_token_id is None:
-        return [Finding("no_pad_token", "error", "the tokenizer has no pad token; call dpo_utils.models.ensure_pad_token")]
+        return [
+            Finding("no_pad_token", "error", "the tokenizer has no pad token; call dpo_utils.models.ensure_pad_token")
+        ]
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
-        return [Finding("pad_is_eos", "warning", f"pad token == EOS ({tokenizer.eos_token!r}): masking pad tokens by id also "
-                        "masks every EOS; use a distinct pad token (dpo_utils.models.ensure_pad_token)")]
+        return [
+            Finding(
+                "pad_is_eos",
+                "warning",
+                f"pad token == EOS ({tokenizer.eos_token!r}): masking pad tokens by id also "
+                "masks every EOS; use a distinct pad token (dpo_utils.models.ensure_pad_token)",
+            )
+        ]
     return []
 
 
-def check_preference_data(source, tokenizer, max_prompt_length: int = 256, max_completion_length: int = 256,
-                          length_bias_threshold: float = 0.7, min_pairs_for_bias: int = 8) -> DataReport:
+def check_preference_data(
+    source,
+    tokenizer,
+    max_prompt_length: int = 256,
+    max_completion_length: int = 256,
+    length_bias_threshold: float = 0.7,
+    min_pairs_for_bias: int = 8,
+) -> DataReport:
     """Run every check on ``source`` (JSONL path, ``datasets.Dataset`` or list of rows).
 
     Every row that :func:`~dpo_utils.data.prepare_preference_data` (with the same lengths) refuses
@@ -132,9 +158,15 @@ def check_preference_data(source, tokenizer, max_prompt_length: int = 256, max_c
         longer = stats["chosen_longer"] / differing
         if max(longer, 1 - longer) >= length_bias_threshold:
             side, share = ("longer", longer) if longer > 0.5 else ("shorter", 1 - longer)
-            findings.append(Finding("length_bias", "warning", f"where lengths differ, chosen is {side} than rejected in {share:.0%} "
-                                    "of pairs: DPO can learn length instead of quality (SimPO's length normalisation or "
-                                    "length-matched pairs help)"))
+            findings.append(
+                Finding(
+                    "length_bias",
+                    "warning",
+                    f"where lengths differ, chosen is {side} than rejected in {share:.0%} "
+                    "of pairs: DPO can learn length instead of quality (SimPO's length normalisation or "
+                    "length-matched pairs help)",
+                )
+            )
     unit = "line" if isinstance(source, (str, Path)) else "row"
     return DataReport(name, len(items), findings, stats, unit)
 
@@ -149,18 +181,32 @@ def _row_problems(row, tokenizer, max_prompt_length, max_completion_length):
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
     prompt_ids, problems, lengths = encode(prompt_text), [], []
     if len(prompt_ids) > max_prompt_length:
-        problems.append(("prompt_too_long", "error", f"prompt longer than max_prompt_length={max_prompt_length} tokens"))
+        problems.append(
+            ("prompt_too_long", "error", f"prompt longer than max_prompt_length={max_prompt_length} tokens")
+        )
     for label, text in zip(("chosen", "rejected"), completions):
         ids = encode(text)
         lengths.append(len(ids))
         if tokenizer.eos_token_id not in ids:
             problems.append(("no_eos", "warning", f"{label} has no EOS token"))
         elif len(ids) > max_completion_length:
-            problems.append(("truncated", "warning", f"{label} is cut at max_completion_length={max_completion_length} tokens, losing its EOS"))
+            problems.append(
+                (
+                    "truncated",
+                    "warning",
+                    f"{label} is cut at max_completion_length={max_completion_length} tokens, losing its EOS",
+                )
+            )
         if encode(prompt_text + text)[: len(prompt_ids)] != prompt_ids:
-            problems.append(("boundary", "warning", "prompt + completion tokenized together merge tokens across the border "
-                             "(often a trailing space in the prompt): the prompt's end is trained as completion (TRL's "
-                             "split and ours); end the prompt on a token boundary or pass tokenization='separate'"))
+            problems.append(
+                (
+                    "boundary",
+                    "warning",
+                    "prompt + completion tokenized together merge tokens across the border "
+                    "(often a trailing space in the prompt): the prompt's end is trained as completion (TRL's "
+                    "split and ours); end the prompt on a token boundary or pass tokenization='separate'",
+                )
+            )
     return list(dict.fromkeys(problems)), tuple(lengths)
 
 
@@ -170,8 +216,14 @@ def _loader_problems(row, tokenizer, max_prompt_length, max_completion_length):
     try:
         tokenize_row(row, tokenizer, max_prompt_length, max_completion_length)
     except IdenticalPairError:
-        return [("identical", "error", f"chosen and rejected are the same after truncation to max_completion_length="
-                 f"{max_completion_length} tokens")]
+        return [
+            (
+                "identical",
+                "error",
+                f"chosen and rejected are the same after truncation to max_completion_length="
+                f"{max_completion_length} tokens",
+            )
+        ]
     except PreferenceDataError as error:
         return [("invalid", "error", str(error))]
     return []
@@ -190,7 +242,9 @@ def _track_repeats(row, index, seen, add) -> None:
 def _length_stats(lengths: list[tuple[int, int]]) -> dict:
     if not lengths:
         return {}
-    return {"chosen_tokens": statistics.fmean(c for c, _ in lengths),
-            "rejected_tokens": statistics.fmean(r for _, r in lengths),
-            "chosen_longer": statistics.fmean(float(c > r) for c, r in lengths),
-            "chosen_shorter": statistics.fmean(float(c < r) for c, r in lengths)}
+    return {
+        "chosen_tokens": statistics.fmean(c for c, _ in lengths),
+        "rejected_tokens": statistics.fmean(r for _, r in lengths),
+        "chosen_longer": statistics.fmean(float(c > r) for c, r in lengths),
+        "chosen_shorter": statistics.fmean(float(c < r) for c, r in lengths),
+    }

@@ -34,9 +34,13 @@ def github_slug(url: str) -> str:
 def notebook_urls(path: Path) -> dict[str, set[str]]:
     """The repository URLs a notebook names: ``{"setup": {...}, "badge": {...}}`` (as GitHub slugs)."""
     cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
-    text = {kind: "".join("".join(c["source"]) for c in cells if c["cell_type"] == kind) for kind in ("code", "markdown")}
-    return {"setup": {github_slug(url) for url in _URL_LINE.findall(text["code"])},
-            "badge": set(_BADGE.findall(text["markdown"]))}
+    text = {
+        kind: "".join("".join(c["source"]) for c in cells if c["cell_type"] == kind) for kind in ("code", "markdown")
+    }
+    return {
+        "setup": {github_slug(url) for url in _URL_LINE.findall(text["code"])},
+        "badge": set(_BADGE.findall(text["markdown"])),
+    }
 
 
 def set_repo_url(url: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:

@@ -33,9 +33,7 @@ def run_size() -> str:
     """Return ``"full"`` or ``"reduced"``, read from ``DPO_TUTORIAL_SIZE``."""
     size = os.environ.get(SIZE_VARIABLE, "full").strip().lower() or "full"
     if size not in SIZES:
-        raise ValueError(
-            f"{SIZE_VARIABLE}={size!r} is not understood: use one of {', '.join(SIZES)}."
-        )
+        raise ValueError(f"{SIZE_VARIABLE}={size!r} is not understood: use one of {', '.join(SIZES)}.")
     return size
 
 

@@ -13,8 +13,14 @@ from __future__ import annotations
 
 import torch
 
-from dpo_utils.tabular import (TabularProblem, expected_reward, frontier_reward_at_kl, kl_divergence,
-                               tabular_dpo_loss, total_variation)
+from dpo_utils.tabular import (
+    TabularProblem,
+    expected_reward,
+    frontier_reward_at_kl,
+    kl_divergence,
+    tabular_dpo_loss,
+    total_variation,
+)
 
 
 def uniform_on(covered: torch.Tensor) -> torch.Tensor:
@@ -37,7 +43,9 @@ def sample_pairs_from(writer: torch.Tensor, reward: torch.Tensor, n_pairs: int, 
     prompt = torch.randint(n_prompts, (n_pairs,), generator=gen)
     a = torch.multinomial(writer[prompt], 1, generator=gen).squeeze(-1)
     b = torch.multinomial(writer[prompt], 1, generator=gen).squeeze(-1)
-    a_wins = torch.rand(n_pairs, generator=gen, dtype=torch.float64) < torch.sigmoid(reward[prompt, a] - reward[prompt, b])
+    a_wins = torch.rand(n_pairs, generator=gen, dtype=torch.float64) < torch.sigmoid(
+        reward[prompt, a] - reward[prompt, b]
+    )
     keep = a != b
     prompt, winner, loser = prompt[keep], torch.where(a_wins, a, b)[keep], torch.where(a_wins, b, a)[keep]
     counts = torch.zeros(n_prompts, n_responses, n_responses, dtype=torch.float64)
@@ -50,8 +58,9 @@ def mentioned(counts: torch.Tensor) -> torch.Tensor:
     return (counts.sum(-1) + counts.sum(-2)) > 0
 
 
-def train_table(init: torch.Tensor, ref_probs: torch.Tensor, counts: torch.Tensor, beta: float,
-                steps: int = 2000, lr: float = 0.05) -> torch.Tensor:
+def train_table(
+    init: torch.Tensor, ref_probs: torch.Tensor, counts: torch.Tensor, beta: float, steps: int = 2000, lr: float = 0.05
+) -> torch.Tensor:
     """DPO on ``counts`` with full-batch Adam from the policy ``init`` (probabilities), reference fixed.
 
     Like :func:`dpo_utils.tabular.train_tabular_dpo`, but the start need not be the reference:
@@ -88,8 +97,16 @@ def shift_covered(policy: torch.Tensor, covered: torch.Tensor, log_factor: float
     return torch.softmax(logits, dim=-1)
 
 
-def on_policy_rounds(problem: TabularProblem, start: torch.Tensor, beta: float, rounds: int, pairs_per_round: int,
-                     steps: int = 1000, lr: float = 0.05, seed: int = 0) -> list[torch.Tensor]:
+def on_policy_rounds(
+    problem: TabularProblem,
+    start: torch.Tensor,
+    beta: float,
+    rounds: int,
+    pairs_per_round: int,
+    steps: int = 1000,
+    lr: float = 0.05,
+    seed: int = 0,
+) -> list[torch.Tensor]:
     """Iterative DPO: each round draws fresh pairs from the current policy and trains on them from there.
 
     The reference stays ``problem.ref_probs`` in every round. Returns the policy after each round.
@@ -102,9 +119,15 @@ def on_policy_rounds(problem: TabularProblem, start: torch.Tensor, beta: float, 
     return policies
 
 
-def coverage_summary(problem: TabularProblem, policy: torch.Tensor, pi_star: torch.Tensor, covered: torch.Tensor) -> dict:
+def coverage_summary(
+    problem: TabularProblem, policy: torch.Tensor, pi_star: torch.Tensor, covered: torch.Tensor
+) -> dict:
     """Reward, KL, the frontier's reward at that KL, TV to ``pi_star`` and mass off ``covered``."""
     kl = kl_divergence(policy, problem.ref_probs).item()
-    return {"reward": expected_reward(policy, problem.reward).item(), "kl": kl,
-            "frontier": frontier_reward_at_kl(problem, kl), "tv": total_variation(policy, pi_star).item(),
-            "uncovered": (policy * ~covered).sum(-1).mean().item()}
+    return {
+        "reward": expected_reward(policy, problem.reward).item(),
+        "kl": kl,
+        "frontier": frontier_reward_at_kl(problem, kl),
+        "tv": total_variation(policy, pi_star).item(),
+        "uncovered": (policy * ~covered).sum(-1).mean().item(),
+    }

@@ -83,22 +83,32 @@ def read_preference_rows(source) -> tuple[list[tuple[int, str, dict | Preference
         jsonl = sorted(p.name for p in path.glob("*.jsonl"))[:5]
         raise PreferenceDataIsADirectoryError(
             f"{path}: is a directory, not a preference data file; pass the path of a JSONL file"
-            + (f" (it holds {', '.join(jsonl)})" if jsonl else ""))
+            + (f" (it holds {', '.join(jsonl)})" if jsonl else "")
+        )
     if not path.is_file():
         raise PreferenceFileNotFoundError(f"{path}: no such preference data file (absolute path {path.absolute()})")
     data = path.read_bytes()
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # the whole file is UTF-16: no line of it can be read
-        error = PreferenceDataError(f"{path}, line 1: the file is UTF-16 (it starts with a UTF-16 byte order mark), "
-                                    "not UTF-8; save it as UTF-8")
+        error = PreferenceDataError(
+            f"{path}, line 1: the file is UTF-16 (it starts with a UTF-16 byte order mark), "
+            "not UTF-8; save it as UTF-8"
+        )
         return [(1, "line 1", error)], str(path)
     items = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as error:
-            items.append((number, f"line {number}", PreferenceDataError(
-                f"{path}, line {number}: not UTF-8 (byte 0x{raw[error.start]:02x} at byte {error.start + 1} of the line); "
-                "save the file as UTF-8")))
+            items.append(
+                (
+                    number,
+                    f"line {number}",
+                    PreferenceDataError(
+                        f"{path}, line {number}: not UTF-8 (byte 0x{raw[error.start]:02x} at byte {error.start + 1} of the line); "
+                        "save the file as UTF-8"
+                    ),
+                )
+            )
             continue
         if not line.strip():
             continue
@@ -115,8 +125,10 @@ def _in_memory_rows(source) -> list[tuple[int, str, dict | PreferenceDataError]]
     """``read_preference_rows`` for a list or ``datasets.Dataset``: items that are not dicts become errors."""
     name = type(source).__name__
     if isinstance(source, Mapping):
-        raise PreferenceDataError(f"{name}: expected a JSONL path, a list of rows or a datasets.Dataset, got one "
-                                  f"{name}; wrap a single row in a list")
+        raise PreferenceDataError(
+            f"{name}: expected a JSONL path, a list of rows or a datasets.Dataset, got one "
+            f"{name}; wrap a single row in a list"
+        )
     try:
         rows = list(source)
     except TypeError:
@@ -124,7 +136,9 @@ def _in_memory_rows(source) -> list[tuple[int, str, dict | PreferenceDataError]]
     items = []
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
-            row = PreferenceDataError(f"{name}, row {i}: expected a dict with {', '.join(FIELDS)}, got {type(row).__name__}")
+            row = PreferenceDataError(
+                f"{name}, row {i}: expected a dict with {', '.join(FIELDS)}, got {type(row).__name__}"
+            )
         items.append((i, f"row {i}", row if isinstance(row, (dict, PreferenceDataError)) else dict(row)))
     return items
 
@@ -154,16 +168,24 @@ def _text_of(value, row: str, name: str, source: str) -> str | list:
         return value
     if isinstance(value, list) and value:
         for k, message in enumerate(value):
-            if not isinstance(message, dict) or not isinstance(message.get("content"), str) \
-                    or not isinstance(message.get("role"), str):
-                raise PreferenceDataError(f"{where}: message {k} must be a dict with string 'role' and 'content'"
-                                          + _got(message))
+            if (
+                not isinstance(message, dict)
+                or not isinstance(message.get("content"), str)
+                or not isinstance(message.get("role"), str)
+            ):
+                raise PreferenceDataError(
+                    f"{where}: message {k} must be a dict with string 'role' and 'content'" + _got(message)
+                )
             role = message["role"]
             if role not in ROLES:
-                raise PreferenceDataError(f"{where}: message {k} has unknown role {role!r} (expected one of {', '.join(ROLES)})")
+                raise PreferenceDataError(
+                    f"{where}: message {k} has unknown role {role!r} (expected one of {', '.join(ROLES)})"
+                )
             if name != "prompt" and role != "assistant":
-                raise PreferenceDataError(f"{where}: message {k} has role {role!r}; a completion holds assistant turns only "
-                                          "(put earlier turns in the prompt)")
+                raise PreferenceDataError(
+                    f"{where}: message {k} has role {role!r}; a completion holds assistant turns only "
+                    "(put earlier turns in the prompt)"
+                )
             if name != "prompt" and not message["content"].strip():
                 raise PreferenceDataError(f"{where}: message {k} has empty content")
         return value
@@ -174,7 +196,11 @@ def _got(message) -> str:
     """What a malformed message holds, in a few words, for the error that refuses it."""
     if not isinstance(message, dict):
         return f", got {type(message).__name__}"
-    bad = [f"{key} {type(message.get(key)).__name__}" for key in ("role", "content") if not isinstance(message.get(key), str)]
+    bad = [
+        f"{key} {type(message.get(key)).__name__}"
+        for key in ("role", "content")
+        if not isinstance(message.get(key), str)
+    ]
     return f" (got {', '.join(bad)})"
 
 
@@ -184,10 +210,13 @@ def validate_row(row: dict, index: int | str, source: str = "data") -> dict:
     ``index`` is the row's index in a list, or a place such as ``"line 7"`` (see :func:`read_preference_rows`)."""
     where = index if isinstance(index, str) else f"row {index}"
     if not isinstance(row, dict):
-        raise PreferenceDataError(f"{source}, {where}: expected an object with {', '.join(FIELDS)}, got {type(row).__name__}")
+        raise PreferenceDataError(
+            f"{source}, {where}: expected an object with {', '.join(FIELDS)}, got {type(row).__name__}"
+        )
     checked = {name: _text_of(row.get(name), where, name, source) for name in FIELDS}
-    if isinstance(checked["prompt"], str) != isinstance(checked["chosen"], str) or \
-            isinstance(checked["chosen"], str) != isinstance(checked["rejected"], str):
+    if isinstance(checked["prompt"], str) != isinstance(checked["chosen"], str) or isinstance(
+        checked["chosen"], str
+    ) != isinstance(checked["rejected"], str):
         raise PreferenceDataError(f"{source}, {where}: mixes plain strings and message lists")
     if checked["chosen"] == checked["rejected"]:
         raise IdenticalPairError(f"{source}, {where}, fields 'chosen'/'rejected': identical, the pair teaches nothing")
@@ -199,8 +228,10 @@ def render_prompt(tokenizer, prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     if getattr(tokenizer, "chat_template", None) is None:
-        raise PreferenceDataError("conversational data needs a tokenizer with a chat template; "
-                                  "set tokenizer.chat_template or use plain-string rows")
+        raise PreferenceDataError(
+            "conversational data needs a tokenizer with a chat template; "
+            "set tokenizer.chat_template or use plain-string rows"
+        )
     return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
 
 
@@ -213,7 +244,7 @@ def completion_texts(tokenizer, row: dict, prompt_text: str) -> list[str]:
         full_text = tokenizer.apply_chat_template(row["prompt"] + row[name], tokenize=False)
         if not full_text.startswith(prompt_text):
             raise PreferenceDataError("the chat template does not render the prompt as a prefix of prompt + answer")
-        texts.append(full_text[len(prompt_text):])
+        texts.append(full_text[len(prompt_text) :])
     return texts
 
 
@@ -248,17 +279,21 @@ def _joint_token_ids(row: dict, tokenizer) -> tuple[list[int], list[list[int]], 
     else:
         render_prompt(tokenizer, row["prompt"])  # a clear error when the tokenizer has no chat template
         encode = lambda messages, **kwargs: tokenizer.apply_chat_template(
-            messages, tokenize=True, return_dict=True, **kwargs)["input_ids"]
+            messages, tokenize=True, return_dict=True, **kwargs
+        )["input_ids"]
         prompt_ids = encode(row["prompt"], add_generation_prompt=True)
         full = [encode(row["prompt"] + row[name]) for name in ("chosen", "rejected")]
     start = min(common_prefix_length(prompt_ids, ids) for ids in full)
     if start < len(prompt_ids):
-        warnings.warn(f"the tokenized prompt is not a prefix of the tokenized prompt + completion (tokens merge "
-                      f"across the boundary, or the chat template renders the prompt alone differently): the "
-                      f"completion starts where they diverge, so the prompt's last tokens "
-                      f"{tokenizer.decode(prompt_ids[start:])!r} are in no training sequence and the tokens replacing "
-                      f"them are scored as completion. End the prompt on a token boundary (often: no trailing space).",
-                      PromptBoundaryWarning, stacklevel=3)
+        warnings.warn(
+            f"the tokenized prompt is not a prefix of the tokenized prompt + completion (tokens merge "
+            f"across the boundary, or the chat template renders the prompt alone differently): the "
+            f"completion starts where they diverge, so the prompt's last tokens "
+            f"{tokenizer.decode(prompt_ids[start:])!r} are in no training sequence and the tokens replacing "
+            f"them are scored as completion. End the prompt on a token boundary (often: no trailing space).",
+            PromptBoundaryWarning,
+            stacklevel=3,
+        )
     return prompt_ids, full, start
 
 
@@ -269,8 +304,9 @@ def _separate_token_ids(row: dict, tokenizer) -> tuple[list[int], list[int], lis
     return encode(prompt_text), *(encode(c) for c in completion_texts(tokenizer, row, prompt_text))
 
 
-def tokenize_row(row: dict, tokenizer, max_prompt_length: int, max_completion_length: int,
-                 tokenization: str = "joint") -> TokenizedPair:
+def tokenize_row(
+    row: dict, tokenizer, max_prompt_length: int, max_completion_length: int, tokenization: str = "joint"
+) -> TokenizedPair:
     """Token ids of one validated row.
 
     ``tokenization="joint"`` (the default) is TRL 1.16's: prompt + completion are tokenized
@@ -292,10 +328,14 @@ def tokenize_row(row: dict, tokenizer, max_prompt_length: int, max_completion_le
         prompt_ids, chosen_ids, rejected_ids = _separate_token_ids(row, tokenizer)
         prompt_length = len(prompt_ids)
     if prompt_length > max_prompt_length:
-        raise PreferenceDataError(f"field 'prompt': {prompt_length} tokens, longer than max_prompt_length={max_prompt_length}")
+        raise PreferenceDataError(
+            f"field 'prompt': {prompt_length} tokens, longer than max_prompt_length={max_prompt_length}"
+        )
     chosen_ids, rejected_ids = chosen_ids[:max_completion_length], rejected_ids[:max_completion_length]
     if chosen_ids == rejected_ids:
-        raise IdenticalPairError(f"fields 'chosen'/'rejected': identical after truncation to {max_completion_length} tokens")
+        raise IdenticalPairError(
+            f"fields 'chosen'/'rejected': identical after truncation to {max_completion_length} tokens"
+        )
     return TokenizedPair(prompt_ids, chosen_ids, rejected_ids)
 
 
@@ -326,7 +366,9 @@ def prepare_preference_data(
                 raise type(error)(message) from None
             report.skipped.append((number, message))
     if not pairs:
-        raise PreferenceDataError(f"{name}: {no_rows_reason(items, source)}" + (f" ({report})" if report.skipped else ""))
+        raise PreferenceDataError(
+            f"{name}: {no_rows_reason(items, source)}" + (f" ({report})" if report.skipped else "")
+        )
     return pairs, report
 
 
@@ -334,10 +376,16 @@ def no_rows_reason(items: list, source) -> str:
     """Why ``source`` gave no pair: it has no rows at all, or none of them is usable."""
     if items:
         return "no usable rows"
-    return "no rows: the file is empty or holds only blank lines" if isinstance(source, (str, Path)) else "no rows: it is empty"
+    return (
+        "no rows: the file is empty or holds only blank lines"
+        if isinstance(source, (str, Path))
+        else "no rows: it is empty"
+    )
 
 
-def collate_sequences(rows: list[tuple[list[int], list[int]]], pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+def collate_sequences(
+    rows: list[tuple[list[int], list[int]]], pad_token_id: int, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
     """Pad ``(prompt_ids, completion_ids)`` rows to one length.
 
     Returns ``input_ids``, ``attention_mask`` and ``completion_mask`` (1 on completion tokens).
@@ -349,11 +397,16 @@ def collate_sequences(rows: list[tuple[list[int], list[int]]], pad_token_id: int
         parts = (prompt + completion, [1] * (len(prompt) + len(completion)), [0] * len(prompt) + [1] * len(completion))
         for out, part, pad in zip((ids, attention, completion_mask), parts, (pad_token_id, 0, 0)):
             out.append([pad] * n_pad + part if padding_side == "left" else part + [pad] * n_pad)
-    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(attention),
-            "completion_mask": torch.tensor(completion_mask)}
+    return {
+        "input_ids": torch.tensor(ids),
+        "attention_mask": torch.tensor(attention),
+        "completion_mask": torch.tensor(completion_mask),
+    }
 
 
-def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+def collate_pairs(
+    pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
     """One batch of ``2B`` sequences, chosen rows first then rejected (see :func:`collate_sequences`)."""
     rows = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [(p.prompt_ids, p.rejected_ids) for p in pairs]
     return collate_sequences(rows, pad_token_id, padding_side)
@@ -366,10 +419,12 @@ def collate_shared_prompt(pairs: list[TokenizedPair], pad_token_id: int) -> dict
     completion_len = max(len(c) for c in completions)
     left = lambda ids, n, fill: [fill] * (n - len(ids)) + ids
     right = lambda ids, n, fill: ids + [fill] * (n - len(ids))
-    return {"prompt_ids": torch.tensor([left(p.prompt_ids, prompt_len, pad_token_id) for p in pairs]),
-            "prompt_mask": torch.tensor([left([1] * len(p.prompt_ids), prompt_len, 0) for p in pairs]),
-            "completion_ids": torch.tensor([right(c, completion_len, pad_token_id) for c in completions]),
-            "completion_mask": torch.tensor([right([1] * len(c), completion_len, 0) for c in completions])}
+    return {
+        "prompt_ids": torch.tensor([left(p.prompt_ids, prompt_len, pad_token_id) for p in pairs]),
+        "prompt_mask": torch.tensor([left([1] * len(p.prompt_ids), prompt_len, 0) for p in pairs]),
+        "completion_ids": torch.tensor([right(c, completion_len, pad_token_id) for c in completions]),
+        "completion_mask": torch.tensor([right([1] * len(c), completion_len, 0) for c in completions]),
+    }
 
 
 def save_preference_jsonl(rows: list[dict], path) -> None:

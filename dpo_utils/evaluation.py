@@ -20,14 +20,20 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from dpo_utils.data import collate_sequences, render_prompt
 from dpo_utils.logprobs import completion_logprobs_lean
-from dpo_utils.precision import (NumericalFailureError, autocast, check_finite_logprobs, precision_advice,
-                                 resolve_mixed_precision)
+from dpo_utils.precision import (
+    NumericalFailureError,
+    autocast,
+    check_finite_logprobs,
+    precision_advice,
+    resolve_mixed_precision,
+)
 from dpo_utils.progress import progress_bar
 
 
 @torch.no_grad()
-def sample_completions(model, tokenizer, prompts, n_samples=1, max_new_tokens=48, seed=0, batch_size=16,
-                       mixed_precision=None):
+def sample_completions(
+    model, tokenizer, prompts, n_samples=1, max_new_tokens=48, seed=0, batch_size=16, mixed_precision=None
+):
     """Sample ``n_samples`` completions per prompt from ``model`` at temperature 1 (fixed ``seed``).
 
     Generation runs under ``mixed_precision`` (default: the device's, see
@@ -44,14 +50,24 @@ def sample_completions(model, tokenizer, prompts, n_samples=1, max_new_tokens=48
     torch.manual_seed(seed)
     results = []
     for start in progress_bar(range(0, len(jobs), batch_size), desc="sampling", leave=False):
-        chunk = jobs[start:start + batch_size]
-        enc = tokenizer([text for _, text in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        chunk = jobs[start : start + batch_size]
+        enc = tokenizer([text for _, text in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(
+            model.device
+        )
         with autocast(model.device, precision):
-            out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, logits_processor=guard,
-                                 max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                logits_processor=guard,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
         for row, (index, _) in enumerate(chunk):
             prompt_ids = enc["input_ids"][row][enc["attention_mask"][row].bool()].tolist()
-            completion = out[row, enc["input_ids"].shape[1]:].tolist()
+            completion = out[row, enc["input_ids"].shape[1] :].tolist()
             completion = _cut_after_eos(completion, tokenizer.eos_token_id, tokenizer.pad_token_id)
             text = tokenizer.decode(completion, skip_special_tokens=True)
             results.append((index, prompt_ids, completion, text))
@@ -67,8 +83,10 @@ class FiniteLogitsGuard(LogitsProcessor):
 
     def __call__(self, input_ids, scores):
         if torch.isnan(scores).any() or torch.isposinf(scores).any():
-            raise NumericalFailureError(f"non-finite logits while sampling token {input_ids.shape[1] + 1}. "
-                                        + precision_advice(self.mixed_precision, self.model))
+            raise NumericalFailureError(
+                f"non-finite logits while sampling token {input_ids.shape[1] + 1}. "
+                + precision_advice(self.mixed_precision, self.model)
+            )
         return scores
 
 
@@ -84,8 +102,10 @@ def check_not_degenerate(completions: list[list[int]], mixed_precision: str, mod
     degenerate = sum(map(is_degenerate, completions))
     half = mixed_precision != "no" or (model is not None and any(p.dtype != torch.float32 for p in model.parameters()))
     if half and completions and degenerate > len(completions) / 2:
-        raise NumericalFailureError(f"{degenerate} of {len(completions)} samples are mostly one repeated token. "
-                                    + precision_advice(mixed_precision, model))
+        raise NumericalFailureError(
+            f"{degenerate} of {len(completions)} samples are mostly one repeated token. "
+            + precision_advice(mixed_precision, model)
+        )
 
 
 def _cut_after_eos(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
@@ -106,7 +126,7 @@ def sequence_logprobs_of(model, samples, pad_token_id, batch_size=16, mixed_prec
     precision = resolve_mixed_precision(mixed_precision, device)
     out = []
     for start in range(0, len(samples), batch_size):
-        batch = collate_sequences([(p, c) for _, p, c, _ in samples[start:start + batch_size]], pad_token_id)
+        batch = collate_sequences([(p, c) for _, p, c, _ in samples[start : start + batch_size]], pad_token_id)
         with autocast(device, precision):
             out.append(completion_logprobs_lean(model, *(batch[k].to(device) for k in batch)).float().cpu())
     logps = torch.cat(out)
@@ -122,27 +142,43 @@ def vader_reward(texts: list[str]) -> list[float]:
     return [analyzer.polarity_scores(text)["compound"] for text in texts]
 
 
-def evaluate_policy(policy, reference, tokenizer, prompts, reward_fn=vader_reward, n_samples=2, max_new_tokens=48, seed=0,
-                    mixed_precision=None):
+def evaluate_policy(
+    policy,
+    reference,
+    tokenizer,
+    prompts,
+    reward_fn=vader_reward,
+    n_samples=2,
+    max_new_tokens=48,
+    seed=0,
+    mixed_precision=None,
+):
     """Mean reward of policy samples and the sequence-level KL estimate to ``reference``, sampling and
     both log-probs computed under ``mixed_precision`` (default: the device's).
 
     Returns a dict with ``reward``, ``reward_sem`` (standard error), ``kl``, ``kl_sem`` and ``samples``.
     """
     precision = resolve_mixed_precision(mixed_precision, next(policy.parameters()).device)
-    samples = sample_completions(policy, tokenizer, prompts, n_samples, max_new_tokens, seed, mixed_precision=precision)
+    samples = sample_completions(
+        policy, tokenizer, prompts, n_samples, max_new_tokens, seed, mixed_precision=precision
+    )
     rewards = reward_fn([text for *_, text in samples])
     logprobs = lambda model: sequence_logprobs_of(model, samples, tokenizer.pad_token_id, mixed_precision=precision)
     log_ratio = logprobs(policy) - logprobs(reference)
     sem = lambda values: statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
-    return {"reward": statistics.fmean(rewards), "reward_sem": sem(rewards),
-            "kl": log_ratio.mean().item(), "kl_sem": sem(log_ratio.tolist()),
-            "samples": [(prompts[i], text, r) for (i, _, _, text), r in zip(samples, rewards)]}
+    return {
+        "reward": statistics.fmean(rewards),
+        "reward_sem": sem(rewards),
+        "kl": log_ratio.mean().item(),
+        "kl_sem": sem(log_ratio.tolist()),
+        "samples": [(prompts[i], text, r) for (i, _, _, text), r in zip(samples, rewards)],
+    }
 
 
 @torch.no_grad()
-def heldout_preference_metrics(policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8,
-                               mixed_precision=None) -> dict:
+def heldout_preference_metrics(
+    policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8, mixed_precision=None
+) -> dict:
     """DPO loss, implicit-reward accuracy and mean margin on held-out tokenized ``pairs``.
 
     The reference is ``reference`` when given, else ``policy`` with its LoRA adapters disabled;
@@ -157,13 +193,18 @@ def heldout_preference_metrics(policy, pairs, pad_token_id, beta: float, referen
     with reference_of(policy, reference) as ref:
         ref_logps = compute_reference_logprobs(ref, pairs, pad_token_id, batch_size, mixed_precision=precision)
     out = dpo_loss(policy_logps[:, 0], policy_logps[:, 1], ref_logps[:, 0], ref_logps[:, 1], beta=beta)
-    return {"loss": out.losses.mean().item(), "accuracy": (out.margins > 0).float().mean().item(),
-            "margin": out.margins.mean().item(), "n": len(pairs)}
+    return {
+        "loss": out.losses.mean().item(),
+        "accuracy": (out.margins > 0).float().mean().item(),
+        "margin": out.margins.mean().item(),
+        "n": len(pairs),
+    }
 
 
 @torch.no_grad()
-def pair_logratios(model, pairs, reference_logps: torch.Tensor, pad_token_id: int, batch_size: int = 8,
-                   **logprob_options) -> torch.Tensor:
+def pair_logratios(
+    model, pairs, reference_logps: torch.Tensor, pad_token_id: int, batch_size: int = 8, **logprob_options
+) -> torch.Tensor:
     """``(n_pairs, 2)`` log-ratios :math:`\\log\\pi(y|x) - \\log\\pi_{ref}(y|x)` of chosen and rejected.
 
     ``reference_logps`` holds the reference's ``(chosen, rejected)`` log-probs of the same ``pairs``
@@ -174,7 +215,9 @@ def pair_logratios(model, pairs, reference_logps: torch.Tensor, pad_token_id: in
     """
     from dpo_utils.trainer import ReferenceLogprobs, compute_reference_logprobs
 
-    if isinstance(reference_logps, ReferenceLogprobs):  # the policy's in the precision the reference's were computed in
+    if isinstance(
+        reference_logps, ReferenceLogprobs
+    ):  # the policy's in the precision the reference's were computed in
         logprob_options.setdefault("mixed_precision", reference_logps.mixed_precision)
         reference_logps = reference_logps.values
     if len(pairs) != len(reference_logps):
@@ -198,12 +241,18 @@ def logratios_during_training(trainer, pair_indices, at_steps, batch_size: int =
 
     steps = sorted(set(at_steps))
     if not steps or steps[0] < trainer.step:
-        raise ValueError(f"at_steps={list(at_steps)}: need at least one step, none before the trainer's step {trainer.step}")
+        raise ValueError(
+            f"at_steps={list(at_steps)}: need at least one step, none before the trainer's step {trainer.step}"
+        )
     cfg, indices = trainer.config, list(pair_indices)
     trainer.ensure_reference_logps()
     fixed, reference = [trainer.pairs[i] for i in indices], trainer.reference_logps.values[indices]
-    options = dict(padding_side=cfg.padding_side, mode=cfg.logprob_mode, chunk_size=cfg.logits_chunk_size,
-                   mixed_precision=trainer.mixed_precision)  # as the trainer computed the reference's
+    options = dict(
+        padding_side=cfg.padding_side,
+        mode=cfg.logprob_mode,
+        chunk_size=cfg.logits_chunk_size,
+        mixed_precision=trainer.mixed_precision,
+    )  # as the trainer computed the reference's
     rows = []
     bar = progress_bar(total=steps[-1], initial=trainer.step, desc=f"{cfg.objective} training (measured)")
     for target in steps:
@@ -217,7 +266,9 @@ def logratios_during_training(trainer, pair_indices, at_steps, batch_size: int =
 
 
 @torch.no_grad()
-def heldout_pair_margins(policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8) -> torch.Tensor:
+def heldout_pair_margins(
+    policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8
+) -> torch.Tensor:
     """Implicit-reward margin :math:`\\beta(h_w - h_l)` of each held-out pair (the per-pair values behind
     :func:`heldout_preference_metrics`' accuracy and mean margin; the same reference rule)."""
     from dpo_utils.lora import reference_of
@@ -230,8 +281,16 @@ def heldout_pair_margins(policy, pairs, pad_token_id, beta: float, reference=Non
     return beta * (ratios[:, 0] - ratios[:, 1])
 
 
-def heldout_accuracy_by_prompt(policy, pairs, pad_token_id, beta: float, reference=None, level: float = 0.95,
-                               n_bootstrap: int = 4000, seed: int = 0) -> dict:
+def heldout_accuracy_by_prompt(
+    policy,
+    pairs,
+    pad_token_id,
+    beta: float,
+    reference=None,
+    level: float = 0.95,
+    n_bootstrap: int = 4000,
+    seed: int = 0,
+) -> dict:
     """Held-out implicit-reward accuracy with a bootstrap interval **over prompts**.
 
     Pairs that share a prompt are not independent (a prompt the policy learned tends to rank all
@@ -241,5 +300,6 @@ def heldout_accuracy_by_prompt(policy, pairs, pad_token_id, beta: float, referen
     from dpo_utils.judging import mean_with_prompt_interval
 
     margins = heldout_pair_margins(policy, pairs, pad_token_id, beta, reference)
-    return mean_with_prompt_interval((margins > 0).float().tolist(), [tuple(p.prompt_ids) for p in pairs],
-                                     level, n_bootstrap, seed)
+    return mean_with_prompt_interval(
+        (margins > 0).float().tolist(), [tuple(p.prompt_ids) for p in pairs], level, n_bootstrap, seed
+    )

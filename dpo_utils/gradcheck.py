@@ -11,9 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 
-def finite_difference_gradient(
-    f: Callable[[np.ndarray], float], theta, h: float = 1e-6
-) -> np.ndarray:
+def finite_difference_gradient(f: Callable[[np.ndarray], float], theta, h: float = 1e-6) -> np.ndarray:
     """Central-difference gradient of a scalar function ``f`` at ``theta`` (float64)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=np.float64))
     grad = np.zeros_like(theta)

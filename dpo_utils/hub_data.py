@@ -17,9 +17,16 @@ def extract_prompt(row: dict) -> dict:
     if "prompt" in row or not isinstance(row.get("chosen"), list):
         return row
     shared = 0
-    while shared < min(len(row["chosen"]), len(row["rejected"])) - 1 and row["chosen"][shared] == row["rejected"][shared]:
+    while (
+        shared < min(len(row["chosen"]), len(row["rejected"])) - 1 and row["chosen"][shared] == row["rejected"][shared]
+    ):
         shared += 1
-    return {**row, "prompt": row["chosen"][:shared], "chosen": row["chosen"][shared:], "rejected": row["rejected"][shared:]}
+    return {
+        **row,
+        "prompt": row["chosen"][:shared],
+        "chosen": row["chosen"][shared:],
+        "rejected": row["rejected"][shared:],
+    }
 
 
 def fits(row: dict, tokenizer, max_prompt_length: int, max_completion_length: int) -> bool:
@@ -42,8 +49,10 @@ def split_by_prompt(rows: list[dict], n_test: int) -> tuple[list[dict], list[dic
         if key not in test_prompts:
             test_prompts.add(key)
             n_held += rows_per_prompt[key]
-    return ([row for row, key in zip(rows, keys) if key not in test_prompts],
-            [row for row, key in zip(rows, keys) if key in test_prompts])
+    return (
+        [row for row, key in zip(rows, keys) if key not in test_prompts],
+        [row for row, key in zip(rows, keys) if key in test_prompts],
+    )
 
 
 def _select(rows, tokenizer, n, max_prompt_length, max_completion_length, seed):
@@ -58,8 +67,15 @@ def _select(rows, tokenizer, n, max_prompt_length, max_completion_length, seed):
     return kept
 
 
-def load_preference_splits(source: str, tokenizer, n_train: int, n_test: int, max_prompt_length: int,
-                           max_completion_length: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def load_preference_splits(
+    source: str,
+    tokenizer,
+    n_train: int,
+    n_test: int,
+    max_prompt_length: int,
+    max_completion_length: int,
+    seed: int = 0,
+) -> tuple[list[dict], list[dict]]:
     """``(train_rows, test_rows)`` from a JSONL path (split by prompt) or a hub data set (its
     ``train`` and ``test`` splits), keeping rows that fit the length limits untruncated."""
     if Path(source).exists():
@@ -70,5 +86,7 @@ def load_preference_splits(source: str, tokenizer, n_train: int, n_test: int, ma
 
     splits = load_dataset(source)
     pool = lambda split, n: splits[split].shuffle(seed=seed).select(range(min(len(splits[split]), 4 * n)))
-    return (_select(list(pool("train", n_train)), tokenizer, n_train, max_prompt_length, max_completion_length, seed),
-            _select(list(pool("test", n_test)), tokenizer, n_test, max_prompt_length, max_completion_length, seed))
+    return (
+        _select(list(pool("train", n_train)), tokenizer, n_train, max_prompt_length, max_completion_length, seed),
+        _select(list(pool("test", n_test)), tokenizer, n_test, max_prompt_length, max_completion_length, seed),
+    )

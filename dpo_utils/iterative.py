@@ -38,15 +38,26 @@ def best_vs_worst_rows(prompts, samples, rewards, min_gap: float = 0.1) -> list[
     return [row for row in rows if row["score_chosen"] > row["score_rejected"]]
 
 
-def on_policy_rows(policy, tokenizer, prompts, reward_fn, n_samples: int, max_new_tokens: int, seed: int,
-                   min_gap: float = 0.1) -> list[dict]:
+def on_policy_rows(
+    policy, tokenizer, prompts, reward_fn, n_samples: int, max_new_tokens: int, seed: int, min_gap: float = 0.1
+) -> list[dict]:
     """Sample ``n_samples`` completions per prompt from ``policy``, score them, pair best against worst."""
     samples = sample_completions(policy, tokenizer, prompts, n_samples, max_new_tokens, seed=seed)
     return best_vs_worst_rows(prompts, samples, reward_fn([text for *_, text in samples]), min_gap)
 
 
-def run_rounds(policy, reference, tokenizer, first_rows: list[dict], make_rows, configs, output_dir,
-               evaluate=None, max_completion_length: int = 64, max_prompt_length: int = 128) -> list[dict]:
+def run_rounds(
+    policy,
+    reference,
+    tokenizer,
+    first_rows: list[dict],
+    make_rows,
+    configs,
+    output_dir,
+    evaluate=None,
+    max_completion_length: int = 64,
+    max_prompt_length: int = 128,
+) -> list[dict]:
     """Train ``policy`` for ``len(configs)`` rounds; round ``r`` uses ``configs[r]`` (a ``DPOConfig``).
 
     Round 0 trains on ``first_rows``; round ``r >= 1`` on ``make_rows(policy, r)``, rows drawn from

@@ -29,11 +29,15 @@ def reward_model_judge(name: str, device: str | None = None, batch_size: int = 8
 
     @torch.no_grad()
     def judge(prompts, completions) -> list[float]:
-        texts = [tokenizer.apply_chat_template(list(p) + [{"role": "assistant", "content": c}], tokenize=False)
-                 for p, c in zip(prompts, completions)]
+        texts = [
+            tokenizer.apply_chat_template(list(p) + [{"role": "assistant", "content": c}], tokenize=False)
+            for p, c in zip(prompts, completions)
+        ]
         scores = []
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            batch = tokenizer(
+                texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(device)
             scores += model(**batch).logits[:, 0].float().tolist()
         return scores
 
@@ -45,8 +49,9 @@ def load_judge(name: str):
     return vader_judge if name == "vader" else reward_model_judge(name)
 
 
-def win_rate(policy_scores, reference_scores, prompts=None, level: float = 0.95, n_bootstrap: int = 4000,
-             seed: int = 0) -> dict:
+def win_rate(
+    policy_scores, reference_scores, prompts=None, level: float = 0.95, n_bootstrap: int = 4000, seed: int = 0
+) -> dict:
     """Share of comparisons where the policy's completion scores higher (ties count one half).
 
     Several samples of one prompt are not independent comparisons: a prompt that suits the
@@ -70,9 +75,16 @@ def win_rate(policy_scores, reference_scores, prompts=None, level: float = 0.95,
     rng = random.Random(seed)
     rates = sorted(_pooled_rate(rng.choices(groups, k=len(groups))) for _ in range(n_bootstrap))
     tail = (1 - level) / 2
-    return {"wins": outcomes.count(1.0), "ties": outcomes.count(0.5), "losses": outcomes.count(0.0), "n": len(outcomes),
-            "n_prompts": len(groups), "rate": statistics.fmean(outcomes),
-            "low": rates[int(tail * n_bootstrap)], "high": rates[min(int((1 - tail) * n_bootstrap), n_bootstrap - 1)]}
+    return {
+        "wins": outcomes.count(1.0),
+        "ties": outcomes.count(0.5),
+        "losses": outcomes.count(0.0),
+        "n": len(outcomes),
+        "n_prompts": len(groups),
+        "rate": statistics.fmean(outcomes),
+        "low": rates[int(tail * n_bootstrap)],
+        "high": rates[min(int((1 - tail) * n_bootstrap), n_bootstrap - 1)],
+    }
 
 
 def _pooled_rate(groups: list[list[float]]) -> float:
@@ -88,7 +100,9 @@ def mean_with_prompt_interval(values, prompts, level: float = 0.95, n_bootstrap:
     """
     values, prompts = [float(v) for v in values], list(prompts)
     if not values or len(values) != len(prompts):
-        raise ValueError(f"need one prompt per value and at least one value: got {len(values)} values, {len(prompts)} prompts")
+        raise ValueError(
+            f"need one prompt per value and at least one value: got {len(values)} values, {len(prompts)} prompts"
+        )
     by_prompt: dict = {}
     for prompt, value in zip(prompts, values):
         by_prompt.setdefault(repr(prompt), []).append(value)
@@ -96,5 +110,10 @@ def mean_with_prompt_interval(values, prompts, level: float = 0.95, n_bootstrap:
     rng = random.Random(seed)
     means = sorted(_pooled_rate(rng.choices(groups, k=len(groups))) for _ in range(n_bootstrap))
     tail = (1 - level) / 2
-    return {"mean": statistics.fmean(values), "low": means[int(tail * n_bootstrap)],
-            "high": means[min(int((1 - tail) * n_bootstrap), n_bootstrap - 1)], "n": len(values), "n_prompts": len(groups)}
+    return {
+        "mean": statistics.fmean(values),
+        "low": means[int(tail * n_bootstrap)],
+        "high": means[min(int((1 - tail) * n_bootstrap), n_bootstrap - 1)],
+        "n": len(values),
+        "n_prompts": len(groups),
+    }

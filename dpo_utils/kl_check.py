@@ -44,8 +44,10 @@ class KLCheck:
 
     def summary(self) -> str:
         """Rounded values that do not change between machines, for a checked notebook output."""
-        return (f"exact KL(pi || pi_ref) over all {self.completions} completions of each prompt: {self.exact:.2f} nats; "
-                f"the estimate lies within {self.tolerance:.0f} standard errors of it: {self.ok}")
+        return (
+            f"exact KL(pi || pi_ref) over all {self.completions} completions of each prompt: {self.exact:.2f} nats; "
+            f"the estimate lies within {self.tolerance:.0f} standard errors of it: {self.ok}"
+        )
 
 
 def tiny_tokenizer():
@@ -62,9 +64,19 @@ def tiny_model(seed: int, sharpness: float = 0.25):
     """A one-layer Llama over :data:`WORDS`; ``sharpness`` scales the output layer (peakier, more distinct models)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=len(WORDS), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16,
-                         pad_token_id=0, eos_token_id=0, bos_token_id=None, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=len(WORDS),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=16,
+        pad_token_id=0,
+        eos_token_id=0,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():
@@ -107,7 +119,16 @@ def check_kl_estimator(n_samples: int = 200, max_new_tokens: int = 3, seed: int 
     exact = [exact_kl(policy, reference, ids, max_new_tokens) for ids in prompt_ids]
     reverse = [exact_kl(reference, policy, ids, max_new_tokens)[0] for ids in prompt_ids]
     zero_reward = lambda texts: [0.0] * len(texts)
-    result = evaluate_policy(policy, reference, tokenizer, list(PROMPTS), reward_fn=zero_reward, n_samples=n_samples,
-                             max_new_tokens=max_new_tokens, seed=seed, mixed_precision="no")  # fp32, as the exact sum
+    result = evaluate_policy(
+        policy,
+        reference,
+        tokenizer,
+        list(PROMPTS),
+        reward_fn=zero_reward,
+        n_samples=n_samples,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        mixed_precision="no",
+    )  # fp32, as the exact sum
     mean = lambda values: sum(values) / len(values)
     return KLCheck(result["kl"], result["kl_sem"], mean([kl for kl, _ in exact]), mean(reverse), exact[0][1])

@@ -110,8 +110,12 @@ def _summed_completion_logprobs(model, hidden, targets, rows, n_rows, chunk_size
     lm_head = model.get_output_embeddings()
     pieces = []
     for start in range(0, len(hidden), chunk_size):
-        args = (hidden[start:start + chunk_size], targets[start:start + chunk_size], lm_head)
-        pieces.append(checkpoint(_chunk_token_logprobs, *args, use_reentrant=False) if torch.is_grad_enabled() else _chunk_token_logprobs(*args))
+        args = (hidden[start : start + chunk_size], targets[start : start + chunk_size], lm_head)
+        pieces.append(
+            checkpoint(_chunk_token_logprobs, *args, use_reentrant=False)
+            if torch.is_grad_enabled()
+            else _chunk_token_logprobs(*args)
+        )
     token_logps = torch.cat(pieces)
     return torch.zeros(n_rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
 
@@ -131,13 +135,21 @@ def completion_logprobs_lean(
     ``batch x seq x vocab`` tensor never exists.
     """
     hidden = decoder_of(model)(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
     ).last_hidden_state
     predicts_completion = completion_mask[:, 1:].bool()
     rows = predicts_completion.nonzero()[:, 0]
-    return _summed_completion_logprobs(model, hidden[:, :-1][predicts_completion], input_ids[:, 1:][predicts_completion],
-                                       rows, len(input_ids), chunk_size)
+    return _summed_completion_logprobs(
+        model,
+        hidden[:, :-1][predicts_completion],
+        input_ids[:, 1:][predicts_completion],
+        rows,
+        len(input_ids),
+        chunk_size,
+    )
 
 
 def shared_prompt_logprobs(
@@ -160,21 +172,41 @@ def shared_prompt_logprobs(
     """
     decoder = decoder_of(model)
     if checkpointing_active(model):
-        return packed_pair_logprobs(model, pack_pairs(_pairs_from_shared_batch(prompt_ids, prompt_mask, completion_ids, completion_mask),
-                                                      share_prompt=True), chunk_size=chunk_size)
-    prompt = decoder(input_ids=prompt_ids, attention_mask=prompt_mask,
-                     position_ids=position_ids_from_mask(prompt_mask), use_cache=True)
+        return packed_pair_logprobs(
+            model,
+            pack_pairs(
+                _pairs_from_shared_batch(prompt_ids, prompt_mask, completion_ids, completion_mask), share_prompt=True
+            ),
+            chunk_size=chunk_size,
+        )
+    prompt = decoder(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=position_ids_from_mask(prompt_mask),
+        use_cache=True,
+    )
     both = torch.arange(len(prompt_ids), device=prompt_ids.device).repeat(2)
     cache = prompt.past_key_values
     cache.batch_select_indices(both)
     positions = prompt_mask.sum(-1)[both, None] + torch.arange(completion_ids.shape[1], device=prompt_ids.device)
-    hidden = decoder(input_ids=completion_ids, attention_mask=torch.cat([prompt_mask[both], completion_mask], dim=1),
-                     position_ids=positions, past_key_values=cache, use_cache=True).last_hidden_state
+    hidden = decoder(
+        input_ids=completion_ids,
+        attention_mask=torch.cat([prompt_mask[both], completion_mask], dim=1),
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state
     # completion token t is predicted by the state before it: the prompt's last one for t = 0
     predicting = torch.cat([prompt.last_hidden_state[both, -1:], hidden[:, :-1]], dim=1)
     selected = completion_mask.bool()
-    return _summed_completion_logprobs(model, predicting[selected], completion_ids[selected],
-                                       selected.nonzero()[:, 0], len(completion_ids), chunk_size)
+    return _summed_completion_logprobs(
+        model,
+        predicting[selected],
+        completion_ids[selected],
+        selected.nonzero()[:, 0],
+        len(completion_ids),
+        chunk_size,
+    )
 
 
 def checkpointing_active(model: torch.nn.Module) -> bool:
@@ -188,8 +220,14 @@ def _pairs_from_shared_batch(prompt_ids, prompt_mask, completion_ids, completion
 
     ids = lambda row, mask: row[mask.bool()].tolist()
     n = len(prompt_ids)
-    return [TokenizedPair(ids(prompt_ids[i], prompt_mask[i]), ids(completion_ids[i], completion_mask[i]),
-                          ids(completion_ids[n + i], completion_mask[n + i])) for i in range(n)]
+    return [
+        TokenizedPair(
+            ids(prompt_ids[i], prompt_mask[i]),
+            ids(completion_ids[i], completion_mask[i]),
+            ids(completion_ids[n + i], completion_mask[n + i]),
+        )
+        for i in range(n)
+    ]
 
 
 # --- padding-free (packed) batches -------------------------------------------------------------
@@ -219,7 +257,7 @@ class PackedBatch:
     sequence: torch.Tensor
     completion_mask: torch.Tensor
 
-    def to(self, device) -> "PackedBatch":
+    def to(self, device) -> PackedBatch:
         return PackedBatch(**{k: v.to(device) for k, v in vars(self).items()})
 
 
@@ -287,7 +325,7 @@ def pack_pairs(pairs, share_prompt: bool = True, row_length: int | None = None, 
                 # token j of a completion is predicted by the state before it; for j = 0 the prompt's last
                 before = [start + lp - 1] + [start + first + j - 1 for j in range(1, n)]
                 predictor += [r * length + b for b in before]
-                targets += unit_ids[first:first + n]
+                targets += unit_ids[first : first + n]
                 sequence += [seq] * n
             start = end
     causal = torch.ones(length, length, dtype=torch.bool).tril()
@@ -296,8 +334,16 @@ def pack_pairs(pairs, share_prompt: bool = True, row_length: int | None = None, 
     completions = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
     longest = max(len(c) for c in completions)
     completion_mask = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in completions])
-    return PackedBatch(ids, positions, allowed, unit_of >= 0, torch.tensor(predictor), torch.tensor(targets),
-                       torch.tensor(sequence), completion_mask)
+    return PackedBatch(
+        ids,
+        positions,
+        allowed,
+        unit_of >= 0,
+        torch.tensor(predictor),
+        torch.tensor(targets),
+        torch.tensor(sequence),
+        completion_mask,
+    )
 
 
 def _attention_mask_4d(model, allowed: torch.Tensor) -> torch.Tensor:
@@ -320,10 +366,18 @@ def packed_pair_logprobs(model: torch.nn.Module, packed: PackedBatch, chunk_size
     """
     attn = getattr(model.config, "_attn_implementation", "eager")
     if attn not in ("sdpa", "eager"):
-        raise ValueError(f"packed batches need a 4D attention mask: attn_implementation {attn!r} is not supported (use sdpa or eager)")
+        raise ValueError(
+            f"packed batches need a 4D attention mask: attn_implementation {attn!r} is not supported (use sdpa or eager)"
+        )
     device = next(model.parameters()).device
     packed = packed.to(device)
-    hidden = decoder_of(model)(input_ids=packed.input_ids, attention_mask=_attention_mask_4d(model, packed.allowed),
-                               position_ids=packed.position_ids, use_cache=False).last_hidden_state
+    hidden = decoder_of(model)(
+        input_ids=packed.input_ids,
+        attention_mask=_attention_mask_4d(model, packed.allowed),
+        position_ids=packed.position_ids,
+        use_cache=False,
+    ).last_hidden_state
     states = hidden.flatten(0, 1)[packed.predictor]
-    return _summed_completion_logprobs(model, states, packed.targets, packed.sequence, len(packed.completion_mask), chunk_size)
+    return _summed_completion_logprobs(
+        model, states, packed.targets, packed.sequence, len(packed.completion_mask), chunk_size
+    )

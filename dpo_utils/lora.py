@@ -16,8 +16,13 @@ def attach_lora(model, rank: int = 16, alpha: int | None = None, dropout: float 
     """Wrap ``model`` in a fresh LoRA adapter (``alpha`` defaults to ``2 * rank``); only the adapter trains."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=target_modules,
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha or 2 * rank,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+    )
     with quiet_checkpointing_renames():  # peft reads model.is_gradient_checkpointing
         return get_peft_model(model, config)
 

@@ -148,9 +148,13 @@ def dpo_loss(
         losses = (-(1 - eps) * F.logsigmoid(u) + eps * F.logsigmoid(-u)) / (1 - 2 * eps)
     elif loss_type == "ipo":
         if chosen_lengths is None or rejected_lengths is None:
-            raise ValueError("loss_type='ipo' averages log-ratios per token: pass chosen_lengths and rejected_lengths "
-                             "(or use loss_type='ipo_sum' for the summed form)")
-        per_token_gap = chosen_logratios / chosen_lengths.clamp(min=1) - rejected_logratios / rejected_lengths.clamp(min=1)
+            raise ValueError(
+                "loss_type='ipo' averages log-ratios per token: pass chosen_lengths and rejected_lengths "
+                "(or use loss_type='ipo_sum' for the summed form)"
+            )
+        per_token_gap = chosen_logratios / chosen_lengths.clamp(min=1) - rejected_logratios / rejected_lengths.clamp(
+            min=1
+        )
         losses = (per_token_gap - 1 / (2 * beta)) ** 2
     elif loss_type == "ipo_sum":
         losses = (logits - 1 / (2 * beta)) ** 2
@@ -164,8 +168,9 @@ def dpo_loss(
     )
 
 
-def simpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, beta: float = 2.0,
-               gamma: float = 0.5) -> DPOLossOutput:
+def simpo_loss(
+    chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, beta: float = 2.0, gamma: float = 0.5
+) -> DPOLossOutput:
     r"""SimPO: :math:`-\log\sigma(\beta(\bar\ell_w - \bar\ell_l) - \gamma)` on average log-probs.
 
     No reference model; the margin :math:`\gamma` asks the chosen average log-prob to beat the
@@ -192,9 +197,20 @@ def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, 
     return DPOLossOutput(losses, (lam * chosen_avg_logps).detach(), (lam * rejected_avg_logps).detach())
 
 
-def preference_loss(objective: str, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
-                    ref_chosen_logps=None, ref_rejected_logps=None, beta: float = 0.1, loss_type: str = "sigmoid",
-                    label_smoothing: float = 0.0, nll_weight: float = 0.0, simpo_gamma: float = 0.5) -> DPOLossOutput:
+def preference_loss(
+    objective: str,
+    chosen_logps,
+    rejected_logps,
+    chosen_lengths,
+    rejected_lengths,
+    ref_chosen_logps=None,
+    ref_rejected_logps=None,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    nll_weight: float = 0.0,
+    simpo_gamma: float = 0.5,
+) -> DPOLossOutput:
     r"""One entry point for every objective, from summed log-probs and completion lengths (tokens).
 
     ``objective``: ``dpo`` (:func:`dpo_loss` with ``loss_type``; plus ``nll_weight`` times the
@@ -215,8 +231,17 @@ def preference_loss(objective: str, chosen_logps, rejected_logps, chosen_lengths
         return DPOLossOutput(-chosen_avg, zero, zero)
     if ref_chosen_logps is None or ref_rejected_logps is None:
         raise ValueError("objective='dpo' needs the reference log-probs")
-    out = dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, loss_type, label_smoothing,
-                   chosen_lengths, rejected_lengths)
+    out = dpo_loss(
+        chosen_logps,
+        rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        beta,
+        loss_type,
+        label_smoothing,
+        chosen_lengths,
+        rejected_lengths,
+    )
     if nll_weight:
         out.losses = out.losses - nll_weight * chosen_avg
     return out

@@ -45,16 +45,26 @@ def parameter_count(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def step_tokens(micro_batch_pairs: int, prompt_length: int, completion_length: int, share_prompt: bool) -> tuple[int, int]:
+def step_tokens(
+    micro_batch_pairs: int, prompt_length: int, completion_length: int, share_prompt: bool
+) -> tuple[int, int]:
     """``(T, T_c)``: tokens and completion tokens of one micro-batch at the given lengths."""
     completions = 2 * micro_batch_pairs * completion_length
     prompts = micro_batch_pairs * prompt_length * (1 if share_prompt else 2)
     return prompts + completions, completions
 
 
-def training_memory(config, tokens: int, completion_tokens: int, trainable: int | None = None,
-                    mixed_precision: str = "bf16", frozen_weight_bytes: int = 4, checkpointing: bool = False,
-                    lean_logits: bool = True, chunk_size: int = 256) -> dict[str, float]:
+def training_memory(
+    config,
+    tokens: int,
+    completion_tokens: int,
+    trainable: int | None = None,
+    mixed_precision: str = "bf16",
+    frozen_weight_bytes: int = 4,
+    checkpointing: bool = False,
+    lean_logits: bool = True,
+    chunk_size: int = 256,
+) -> dict[str, float]:
     """The terms of the formula above, in bytes, and their ``"total"``.
 
     ``trainable``: trained parameters (default: all, full fine-tuning; LoRA: the adapters).

@@ -116,7 +116,9 @@ def offline_model_dir() -> Path:
 
 
 PARTIAL_OWNER_GONE_SECONDS = 10 * 60  # owner's process dead on this host: removed once untouched this long
-PARTIAL_ABANDONED_SECONDS = 24 * 3600  # owner unknown (another host, or named by an older version): untouched this long
+PARTIAL_ABANDONED_SECONDS = (
+    24 * 3600
+)  # owner unknown (another host, or named by an older version): untouched this long
 
 
 def remove_stale_partials(folder: Path, now: float | None = None) -> list[Path]:
@@ -274,7 +276,9 @@ def resolve_model_path(name_or_path: str, fallback: bool = True) -> str:
         try:
             from huggingface_hub import snapshot_download
 
-            return snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"])
+            return snapshot_download(
+                name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+            )
         except Exception as error:  # no network, unknown repo, rate limit...
             if not fallback:
                 raise ModelNotAvailableError(f"could not fetch {name_or_path!r}: {error}") from error

@@ -37,7 +37,9 @@ def output_path(path: Path, size: str, output_dir: Path | None = None) -> Path:
         return path if size == "full" else REDUCED_DIR / path.name
     out = Path(output_dir) / path.name
     if size != "full" and out.resolve() == path.resolve():
-        raise ValueError(f"{path}: a reduced run would overwrite the stored full-size outputs; choose another --output-dir")
+        raise ValueError(
+            f"{path}: a reduced run would overwrite the stored full-size outputs; choose another --output-dir"
+        )
     return out
 
 
@@ -74,7 +76,7 @@ def terminal_text(text: str) -> str:
             continue
         shown = ""
         for segment in line.split("\r"):
-            shown = segment + shown[len(segment):]
+            shown = segment + shown[len(segment) :]
         if shown.strip() or index == len(raw) - 1:  # the last keeps the preceding newline
             lines.append(shown.rstrip())
     return "\n".join(lines)
@@ -86,7 +88,12 @@ def render_streams(notebook) -> None:
     for cell in notebook.cells:
         merged = []
         for output in cell.get("outputs", []):
-            if output.output_type == "stream" and merged and merged[-1].output_type == "stream" and merged[-1].name == output.name:
+            if (
+                output.output_type == "stream"
+                and merged
+                and merged[-1].output_type == "stream"
+                and merged[-1].name == output.name
+            ):
                 merged[-1].text += output.text
             else:
                 merged.append(output)
@@ -135,8 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--size", default="full", choices=["full", "reduced"])
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
-    parser.add_argument("--output-dir", type=Path, default=None,
-                        help=f"where to save the executed notebooks (default: in place at full size, {REDUCED_DIR} when reduced)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help=f"where to save the executed notebooks (default: in place at full size, {REDUCED_DIR} when reduced)",
+    )
     args = parser.parse_args(argv)
     try:
         outputs = [output_path(path, args.size, args.output_dir) for path in args.notebooks]

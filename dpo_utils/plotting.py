@@ -40,7 +40,15 @@ def plot_reward_vs_kl(results, title: str = "Held-out reward against KL to the r
     crowded = len(results) > 5  # a legend inside the axes would hide points
     fig, ax = plt.subplots(figsize=(8.5, 4) if crowded else (6, 4))
     for name, res in results.items():
-        ax.errorbar(res["kl"], res["reward"], xerr=res.get("kl_sem"), yerr=res.get("reward_sem"), fmt="o", capsize=3, label=name)
+        ax.errorbar(
+            res["kl"],
+            res["reward"],
+            xerr=res.get("kl_sem"),
+            yerr=res.get("reward_sem"),
+            fmt="o",
+            capsize=3,
+            label=name,
+        )
     ax.set(xlabel="sequence-level KL(pi || pi_ref)  [nats]", ylabel="mean true reward (VADER)", title=title)
     ax.grid(alpha=0.3)
     if crowded:
@@ -81,9 +89,16 @@ def plot_logratios(rows, title: str = "Log-ratios of one fixed set of pairs"):
     steps = [row["step"] for row in rows]
     for key in ("chosen", "rejected"):
         values = [torch.as_tensor(row[key], dtype=torch.float64).flatten() for row in rows]
-        line, = ax.plot(steps, [v.mean().item() for v in values], marker="o", label=f"{key} (mean of {len(values[0])} pairs)")
-        ax.fill_between(steps, [v.quantile(0.25).item() for v in values], [v.quantile(0.75).item() for v in values],
-                        color=line.get_color(), alpha=0.2)
+        (line,) = ax.plot(
+            steps, [v.mean().item() for v in values], marker="o", label=f"{key} (mean of {len(values[0])} pairs)"
+        )
+        ax.fill_between(
+            steps,
+            [v.quantile(0.25).item() for v in values],
+            [v.quantile(0.75).item() for v in values],
+            color=line.get_color(),
+            alpha=0.2,
+        )
     ax.axhline(0.0, color="black", lw=1, label="reference (log-ratio 0)")
     ax.set(xlabel="step", ylabel="log pi/pi_ref  [nats]", title=title)
     ax.grid(alpha=0.3)

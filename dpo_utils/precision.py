@@ -38,7 +38,10 @@ COMPUTE_DTYPE = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.floa
 
 
 GPU_PROFILE_VARIABLE = "DPO_TUTORIAL_GPU_PROFILE"
-GPU_PROFILES = {"bf16": dict(mixed_precision="bf16", memory_gib=80.0), "t4": dict(mixed_precision="fp16", memory_gib=15.0)}
+GPU_PROFILES = {
+    "bf16": dict(mixed_precision="bf16", memory_gib=80.0),
+    "t4": dict(mixed_precision="fp16", memory_gib=15.0),
+}
 
 
 def gpu_profile() -> str | None:
@@ -134,15 +137,18 @@ def precision_advice(mixed_precision: str, model=None) -> str:
 
     t4_fp32_base = preset_memory(replace(PRESETS["t4"], dtype="float32"))["total"] / GIB
     others = [f"'{value}'" for value in MIXED_PRECISION if value != mixed_precision]
-    return (f"This ran under {describe_precision(mixed_precision, model)}. Try mixed_precision={' or '.join(others)} "
-            "(bf16 only where the GPU has it natively: fp16 overflows past 65504). For LoRA on an fp16 base, load the "
-            f"frozen base in float32 instead: the t4 preset then needs about {t4_fp32_base:.1f} GiB of a T4's 15 "
-            "(dpo_utils.memory estimate).")
+    return (
+        f"This ran under {describe_precision(mixed_precision, model)}. Try mixed_precision={' or '.join(others)} "
+        "(bf16 only where the GPU has it natively: fp16 overflows past 65504). For LoRA on an fp16 base, load the "
+        f"frozen base in float32 instead: the t4 preset then needs about {t4_fp32_base:.1f} GiB of a T4's 15 "
+        "(dpo_utils.memory estimate)."
+    )
 
 
 def check_finite_logprobs(values: torch.Tensor, mixed_precision: str, what: str, model=None) -> None:
     """Raise :class:`NumericalFailureError` when ``values`` hold inf or NaN."""
     bad = (~torch.isfinite(values)).sum().item()
     if bad:
-        raise NumericalFailureError(f"{bad} of {values.numel()} {what} are not finite. "
-                                    + precision_advice(mixed_precision, model))
+        raise NumericalFailureError(
+            f"{bad} of {values.numel()} {what} are not finite. " + precision_advice(mixed_precision, model)
+        )

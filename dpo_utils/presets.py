@@ -30,8 +30,8 @@ import torch
 
 from dpo_utils.config import DATA_DIR, is_reduced
 from dpo_utils.memory import GIB
-from dpo_utils.precision import GPU_PROFILES, gpu_profile
 from dpo_utils.models import DEFAULT_MODEL, hub_is_offline
+from dpo_utils.precision import GPU_PROFILES, gpu_profile
 
 HUB_DATASET = "trl-lib/ultrafeedback_binarized"
 SHIPPED_DATASET = DATA_DIR / "sentiment_pairs.jsonl"
@@ -68,20 +68,74 @@ class RunPreset:
 
 _HUB = dict(dataset=HUB_DATASET, judge=HUB_JUDGE, train_pairs=8000, test_pairs=500, batch_size=32, steps=250)
 PRESETS = {
-    "t4": RunPreset("t4", "Qwen/Qwen2.5-0.5B-Instruct", "qwen2.5-0.5b", "float16", "fp16", lora_rank=16, **(_HUB | dict(
-                    train_pairs=2000, test_pairs=200, batch_size=16, steps=125)), max_prompt_length=256,
-                    max_completion_length=256, micro_batch_size=2, learning_rate=5e-5, card_memory_gib=14.7,
-                    activation_checkpointing=True, eval_prompts=100),
-    "mid-gpu": RunPreset("mid-gpu", "Qwen/Qwen2.5-0.5B-Instruct", "qwen2.5-0.5b", "float32", "bf16", lora_rank=None, **_HUB,
-                         max_prompt_length=512, max_completion_length=512, micro_batch_size=4, learning_rate=5e-7,
-                         card_memory_gib=22.0, activation_checkpointing=True, eval_prompts=200),
-    "large-gpu": RunPreset("large-gpu", "Qwen/Qwen2.5-1.5B-Instruct", "qwen2.5-1.5b", "float32", "bf16", lora_rank=None, **_HUB,
-                           max_prompt_length=512, max_completion_length=512, micro_batch_size=4, learning_rate=5e-7,
-                           card_memory_gib=79.0, eval_prompts=200),
-    "cpu": RunPreset("cpu", DEFAULT_MODEL, "smollm2-135m", "float32", "no", lora_rank=16, dataset=str(SHIPPED_DATASET),
-                     judge="vader", train_pairs=48, test_pairs=24, max_prompt_length=128, max_completion_length=48,
-                     batch_size=8, micro_batch_size=8, steps=24, learning_rate=1e-4, card_memory_gib=float("inf"),
-                     eval_prompts=12, max_new_tokens=40),
+    "t4": RunPreset(
+        "t4",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "qwen2.5-0.5b",
+        "float16",
+        "fp16",
+        lora_rank=16,
+        **(_HUB | dict(train_pairs=2000, test_pairs=200, batch_size=16, steps=125)),
+        max_prompt_length=256,
+        max_completion_length=256,
+        micro_batch_size=2,
+        learning_rate=5e-5,
+        card_memory_gib=14.7,
+        activation_checkpointing=True,
+        eval_prompts=100,
+    ),
+    "mid-gpu": RunPreset(
+        "mid-gpu",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "qwen2.5-0.5b",
+        "float32",
+        "bf16",
+        lora_rank=None,
+        **_HUB,
+        max_prompt_length=512,
+        max_completion_length=512,
+        micro_batch_size=4,
+        learning_rate=5e-7,
+        card_memory_gib=22.0,
+        activation_checkpointing=True,
+        eval_prompts=200,
+    ),
+    "large-gpu": RunPreset(
+        "large-gpu",
+        "Qwen/Qwen2.5-1.5B-Instruct",
+        "qwen2.5-1.5b",
+        "float32",
+        "bf16",
+        lora_rank=None,
+        **_HUB,
+        max_prompt_length=512,
+        max_completion_length=512,
+        micro_batch_size=4,
+        learning_rate=5e-7,
+        card_memory_gib=79.0,
+        eval_prompts=200,
+    ),
+    "cpu": RunPreset(
+        "cpu",
+        DEFAULT_MODEL,
+        "smollm2-135m",
+        "float32",
+        "no",
+        lora_rank=16,
+        dataset=str(SHIPPED_DATASET),
+        judge="vader",
+        train_pairs=48,
+        test_pairs=24,
+        max_prompt_length=128,
+        max_completion_length=48,
+        batch_size=8,
+        micro_batch_size=8,
+        steps=24,
+        learning_rate=1e-4,
+        card_memory_gib=float("inf"),
+        eval_prompts=12,
+        max_new_tokens=40,
+    ),
 }
 
 
@@ -114,26 +168,55 @@ def pick_preset(name: str | None = None) -> RunPreset:
     preset = PRESETS[name]
     if preset.dataset == HUB_DATASET and hub_is_offline():  # same code path, offline data and judge
         print(f"HF_HUB_OFFLINE=1: preset {name!r} uses the shipped pairs and the VADER judge (and the bundled model)")
-        preset = replace(preset, dataset=str(SHIPPED_DATASET), judge="vader", train_pairs=48, test_pairs=24,
-                         eval_prompts=12, max_new_tokens=40)
+        preset = replace(
+            preset,
+            dataset=str(SHIPPED_DATASET),
+            judge="vader",
+            train_pairs=48,
+            test_pairs=24,
+            eval_prompts=12,
+            max_new_tokens=40,
+        )
     if is_reduced():
-        preset = replace(preset, train_pairs=8, test_pairs=4, steps=2, batch_size=2, micro_batch_size=2,
-                         eval_prompts=2, max_new_tokens=16)
+        preset = replace(
+            preset,
+            train_pairs=8,
+            test_pairs=4,
+            steps=2,
+            batch_size=2,
+            micro_batch_size=2,
+            eval_prompts=2,
+            max_new_tokens=16,
+        )
     return preset
 
 
 def preset_memory(preset: RunPreset) -> dict[str, float]:
     """:func:`dpo_utils.memory.training_memory` of one step at the preset's full lengths."""
     from dpo_utils.architectures import architecture_config
-    from dpo_utils.memory import parameter_count, step_tokens, training_memory
+    from dpo_utils.memory import step_tokens, training_memory
 
     config = architecture_config(preset.architecture)
-    tokens, completion = step_tokens(preset.micro_batch_size, preset.max_prompt_length, preset.max_completion_length, True)
+    tokens, completion = step_tokens(
+        preset.micro_batch_size, preset.max_prompt_length, preset.max_completion_length, True
+    )
     trainable = None
     if preset.lora_rank:  # all-linear LoRA: r x (in + out) per projection
-        h, i, kv = config.hidden_size, config.intermediate_size, config.num_key_value_heads * config.hidden_size // config.num_attention_heads
+        h, i, kv = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.num_key_value_heads * config.hidden_size // config.num_attention_heads,
+        )
         per_layer = preset.lora_rank * ((h + h) * 2 + (h + kv) * 2 + (h + i) * 2 + (i + h))
         trainable = per_layer * config.num_hidden_layers
     frozen_bytes = torch.finfo(getattr(torch, preset.dtype)).bits // 8
-    return training_memory(config, tokens, completion, trainable, preset.mixed_precision, frozen_bytes,
-                           preset.activation_checkpointing, lean_logits=True)
+    return training_memory(
+        config,
+        tokens,
+        completion,
+        trainable,
+        preset.mixed_precision,
+        frozen_bytes,
+        preset.activation_checkpointing,
+        lean_logits=True,
+    )

@@ -38,10 +38,15 @@ def build_preference_rows(prompts, samples, rewards, pairs_per_prompt: int = 2, 
         best_reward, best_text = scored[0]
         for worst_reward, worst_text in scored[::-1][:pairs_per_prompt]:
             if best_reward - worst_reward >= min_gap and worst_text != best_text:
-                rows.append({"prompt": prompts[index],
-                             "chosen": [{"role": "assistant", "content": best_text}],
-                             "rejected": [{"role": "assistant", "content": worst_text}],
-                             "score_chosen": best_reward, "score_rejected": worst_reward})
+                rows.append(
+                    {
+                        "prompt": prompts[index],
+                        "chosen": [{"role": "assistant", "content": best_text}],
+                        "rejected": [{"role": "assistant", "content": worst_text}],
+                        "score_chosen": best_reward,
+                        "score_rejected": worst_reward,
+                    }
+                )
     return rows
 
 
@@ -57,9 +62,19 @@ class SampledPairs:
     report: object  # prepare_preference_data's SkipReport
 
 
-def sample_score_and_pair(model, tokenizer, prompts, n_samples: int, max_new_tokens: int, path, seed: int = 0,
-                          reward_fn=None, pairs_per_prompt: int = 2, min_gap: float = 0.1,
-                          max_prompt_length: int = 128) -> SampledPairs:
+def sample_score_and_pair(
+    model,
+    tokenizer,
+    prompts,
+    n_samples: int,
+    max_new_tokens: int,
+    path,
+    seed: int = 0,
+    reward_fn=None,
+    pairs_per_prompt: int = 2,
+    min_gap: float = 0.1,
+    max_prompt_length: int = 128,
+) -> SampledPairs:
     """Notebook 07's pipeline: sample ``n_samples`` completions per prompt from ``model`` (``seed``),
     score them with ``reward_fn`` (default: VADER), pair each prompt's best with its
     ``pairs_per_prompt`` worst (:func:`build_preference_rows`), save the rows as JSONL at ``path``
@@ -71,6 +86,7 @@ def sample_score_and_pair(model, tokenizer, prompts, n_samples: int, max_new_tok
     rewards = (reward_fn or vader_reward)([text for *_, text in samples])
     rows = build_preference_rows(prompts, samples, rewards, pairs_per_prompt=pairs_per_prompt, min_gap=min_gap)
     save_preference_jsonl(rows, path)
-    pairs, report = prepare_preference_data(path, tokenizer, max_prompt_length=max_prompt_length,
-                                            max_completion_length=max_new_tokens + 1)
+    pairs, report = prepare_preference_data(
+        path, tokenizer, max_prompt_length=max_prompt_length, max_completion_length=max_new_tokens + 1
+    )
     return SampledPairs(samples, rewards, rows, Path(path), pairs, report)

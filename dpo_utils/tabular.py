@@ -77,8 +77,14 @@ def total_variation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return 0.5 * (p - q).abs().sum(-1).mean()
 
 
-def tabular_dpo_loss(policy_logits: torch.Tensor, ref_probs: torch.Tensor, counts: torch.Tensor, beta: float,
-                     objective: str = "dpo", **loss_kwargs) -> torch.Tensor:
+def tabular_dpo_loss(
+    policy_logits: torch.Tensor,
+    ref_probs: torch.Tensor,
+    counts: torch.Tensor,
+    beta: float,
+    objective: str = "dpo",
+    **loss_kwargs,
+) -> torch.Tensor:
     """Count-weighted mean of :func:`dpo_utils.losses.preference_loss` over every ``(p, w, l)`` cell.
 
     Each response is one token long here, so average and summed log-probs coincide.
@@ -123,9 +129,12 @@ def train_tabular_dpo(
         optimizer.step()
         with torch.no_grad():
             policy = torch.softmax(logits, dim=-1)
-            row = {"step": step, "loss": loss.item(),
-                   "kl": kl_divergence(policy, problem.ref_probs).item(),
-                   "max_prob": policy.max(-1).values.min().item()}
+            row = {
+                "step": step,
+                "loss": loss.item(),
+                "kl": kl_divergence(policy, problem.ref_probs).item(),
+                "max_prob": policy.max(-1).values.min().item(),
+            }
             if target is not None:
                 row["tv"] = total_variation(policy, target).item()
             history.append(row)

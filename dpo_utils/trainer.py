@@ -39,11 +39,23 @@ from pathlib import Path
 import torch
 
 from dpo_utils.data import TokenizedPair, collate_pairs, collate_shared_prompt
-from dpo_utils.logprobs import (PackedBatch, completion_logprobs_lean, model_sequence_logprobs, pack_pairs, packed_pair_logprobs,
-                                shared_prompt_logprobs)
+from dpo_utils.logprobs import (
+    PackedBatch,
+    completion_logprobs_lean,
+    model_sequence_logprobs,
+    pack_pairs,
+    packed_pair_logprobs,
+    shared_prompt_logprobs,
+)
 from dpo_utils.losses import LOSS_TYPES, OBJECTIVES, allow_non_finite, preference_loss
-from dpo_utils.precision import (autocast, check_finite_logprobs, check_mixed_precision, grad_scaler, half_precision_trainables,
-                                 resolve_mixed_precision)
+from dpo_utils.precision import (
+    autocast,
+    check_finite_logprobs,
+    check_mixed_precision,
+    grad_scaler,
+    half_precision_trainables,
+    resolve_mixed_precision,
+)
 from dpo_utils.progress import progress_bar
 
 
@@ -71,7 +83,9 @@ class DPOConfig:
     share_prompt: bool = True  # prompt computed once for chosen and rejected (prefix sharing)
     lean_logits: bool = True  # LM head only on completion positions, chunked (same numbers, less memory)
     logits_chunk_size: int = 256  # completion positions per LM-head chunk
-    padding_free: bool = False  # sequences packed without padding, block-diagonal attention (dpo_utils.logprobs.pack_pairs)
+    padding_free: bool = (
+        False  # sequences packed without padding, block-diagonal attention (dpo_utils.logprobs.pack_pairs)
+    )
     mixed_precision: str | None = None  # "no", "bf16", "fp16"; None: bf16 on recent GPUs, fp16 on a T4, "no" on CPU
     activation_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
     max_consecutive_skips: int = 10  # stop when this many steps in a row had non-finite gradients
@@ -91,20 +105,30 @@ class DPOConfig:
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type={self.loss_type!r}: choose one of {LOSS_TYPES}")
         if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing={self.label_smoothing} must be in [0, 0.5): it is the assumed share of "
-                             "flipped labels, and at 0.5 the labels carry no information")
+            raise ValueError(
+                f"label_smoothing={self.label_smoothing} must be in [0, 0.5): it is the assumed share of "
+                "flipped labels, and at 0.5 the labels carry no information"
+            )
         if self.label_smoothing and self.loss_type not in ("sigmoid", "robust"):
-            raise ValueError(f"label_smoothing is not defined for loss_type={self.loss_type!r} (only 'sigmoid' and 'robust')")
+            raise ValueError(
+                f"label_smoothing is not defined for loss_type={self.loss_type!r} (only 'sigmoid' and 'robust')"
+            )
         for name in ("batch_size", "max_consecutive_skips", "logits_chunk_size"):
             if not isinstance(getattr(self, name), numbers.Integral) or getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
-        if self.micro_batch_size is not None and (self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size):
+        if self.micro_batch_size is not None and (
+            self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size
+        ):
             divisors = [d for d in range(1, self.batch_size + 1) if self.batch_size % d == 0]
-            raise ValueError(f"micro_batch_size={self.micro_batch_size} must divide batch_size={self.batch_size} "
-                             f"(one of {divisors}), so that every micro-batch has the same size")
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} must divide batch_size={self.batch_size} "
+                f"(one of {divisors}), so that every micro-batch has the same size"
+            )
         if not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm={self.max_grad_norm} must be positive: gradients are scaled to at most this "
-                             "norm, so 0 trains nothing. For no clipping use max_grad_norm=float('inf').")
+            raise ValueError(
+                f"max_grad_norm={self.max_grad_norm} must be positive: gradients are scaled to at most this "
+                "norm, so 0 trains nothing. For no clipping use max_grad_norm=float('inf')."
+            )
         if self.save_every is not None and self.save_every < 1:
             raise ValueError(f"save_every={self.save_every} must be a positive number of steps, or None")
         if self.padding_side not in ("left", "right"):
@@ -134,7 +158,9 @@ class CheckpointSaveError(RuntimeError):
     """A checkpoint could not be written (a full disk, most often); the previous one is left as it was."""
 
 
-def collate_batch(pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right", mode: str = "full") -> dict:
+def collate_batch(
+    pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right", mode: str = "full"
+) -> dict:
     """The tensors :func:`logprobs_of_batch` needs for ``mode`` (see :func:`batch_logprobs`)."""
     if mode.startswith("packed"):
         return vars(pack_pairs(pairs, share_prompt=mode == "packed", pad_token_id=pad_token_id))
@@ -155,8 +181,14 @@ def logprobs_of_batch(model, batch: dict, mode: str = "full", chunk_size: int = 
     return model_sequence_logprobs(model, *batch.values())
 
 
-def batch_logprobs(model, pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right",
-                   mode: str = "full", chunk_size: int = 256):
+def batch_logprobs(
+    model,
+    pairs: list[TokenizedPair],
+    pad_token_id: int,
+    padding_side: str = "right",
+    mode: str = "full",
+    chunk_size: int = 256,
+):
     """Chosen and rejected sequence log-probs of ``pairs``, chosen and rejected in one pass.
 
     ``mode``: ``"full"`` (logits everywhere, :func:`~dpo_utils.logprobs.model_sequence_logprobs`),
@@ -168,7 +200,7 @@ def batch_logprobs(model, pairs: list[TokenizedPair], pad_token_id: int, padding
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in collate_batch(pairs, pad_token_id, padding_side, mode).items()}
     logps = logprobs_of_batch(model, batch, mode, chunk_size)
-    return logps[: len(pairs)], logps[len(pairs):], batch["completion_mask"].sum(-1)
+    return logps[: len(pairs)], logps[len(pairs) :], batch["completion_mask"].sum(-1)
 
 
 class PolicyLogprobs(torch.nn.Module):
@@ -188,8 +220,17 @@ class PolicyLogprobs(torch.nn.Module):
 
 
 @torch.no_grad()
-def compute_reference_logprobs(model, pairs, pad_token_id, batch_size=8, padding_side="right", mode="shared",
-                               chunk_size=256, mixed_precision=None, layout=None) -> torch.Tensor:
+def compute_reference_logprobs(
+    model,
+    pairs,
+    pad_token_id,
+    batch_size=8,
+    padding_side="right",
+    mode="shared",
+    chunk_size=256,
+    mixed_precision=None,
+    layout=None,
+) -> torch.Tensor:
     """``(n_pairs, 2)`` log-probs of chosen and rejected under ``model``, without gradients.
 
     ``mixed_precision=None`` takes the default for the model's device
@@ -201,11 +242,15 @@ def compute_reference_logprobs(model, pairs, pad_token_id, batch_size=8, padding
     model.eval()
     device = next(model.parameters()).device
     precision = resolve_mixed_precision(mixed_precision, device)
-    layout = layout or [list(range(start, min(start + batch_size, len(pairs)))) for start in range(0, len(pairs), batch_size)]
+    layout = layout or [
+        list(range(start, min(start + batch_size, len(pairs)))) for start in range(0, len(pairs), batch_size)
+    ]
     logps = torch.zeros(len(pairs), 2)
     for indices in progress_bar(layout, desc="reference log-probs", leave=False):
         with autocast(device, precision):
-            chosen, rejected, _ = batch_logprobs(model, [pairs[i] for i in indices], pad_token_id, padding_side, mode, chunk_size)
+            chosen, rejected, _ = batch_logprobs(
+                model, [pairs[i] for i in indices], pad_token_id, padding_side, mode, chunk_size
+            )
         logps[indices] = torch.stack([chosen, rejected], dim=-1).float().cpu()
     model.train(was_training)
     check_finite_logprobs(logps, precision, "log-probs of the preference pairs", model)
@@ -224,11 +269,11 @@ def first_epoch_layout(n_pairs: int, config: DPOConfig, num_processes: int = 1) 
         for rank in range(num_processes):
             mine = indices[rank::num_processes]
             micro = config.micro_batch_size or len(mine)
-            layout += [mine[start:start + micro] for start in range(0, len(mine), micro)]
+            layout += [mine[start : start + micro] for start in range(0, len(mine), micro)]
     reached = {i for batch in layout for i in batch}
     rest = [i for i in range(n_pairs) if i not in reached]
     micro = config.micro_batch_size or config.batch_size
-    return layout + [rest[start:start + micro] for start in range(0, len(rest), micro)]
+    return layout + [rest[start : start + micro] for start in range(0, len(rest), micro)]
 
 
 @dataclass
@@ -255,8 +300,16 @@ def reference_logprobs(reference, pairs, pad_token_id, config: DPOConfig, num_pr
     if config.activation_checkpointing and mode == "shared":  # what shared_prompt_logprobs runs under checkpointing
         mode = "packed"
     layout = first_epoch_layout(len(pairs), config, num_processes)
-    values = compute_reference_logprobs(reference, pairs, pad_token_id, padding_side=config.padding_side, mode=mode,
-                                        chunk_size=config.logits_chunk_size, mixed_precision=precision, layout=layout)
+    values = compute_reference_logprobs(
+        reference,
+        pairs,
+        pad_token_id,
+        padding_side=config.padding_side,
+        mode=mode,
+        chunk_size=config.logits_chunk_size,
+        mixed_precision=precision,
+        layout=layout,
+    )
     return ReferenceLogprobs(values, precision)
 
 
@@ -271,8 +324,18 @@ def batch_indices(step: int, n_pairs: int, batch_size: int, seed: int) -> list[i
 
 
 # Config entries that say how a model was saved or is called, not what it computes.
-UNFINGERPRINTED_CONFIG = ("_name_or_path", "_commit_hash", "transformers_version", "architectures", "dtype", "torch_dtype",
-                          "use_cache", "output_attentions", "output_hidden_states", "return_dict")
+UNFINGERPRINTED_CONFIG = (
+    "_name_or_path",
+    "_commit_hash",
+    "transformers_version",
+    "architectures",
+    "dtype",
+    "torch_dtype",
+    "use_cache",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+)
 
 
 def model_fingerprint(model, samples_per_tensor: int = 64) -> str:
@@ -317,31 +380,43 @@ def _check_trainable_dtypes(model, after_init: bool = False) -> None:
     """Refuse trainable parameters that are not fp32 (at construction, and again at each step)."""
     half = half_precision_trainables(model)
     if half:
-        when = (" since DPOTrainer was built (model.to(torch.bfloat16) or .half() after DPOTrainer()?)" if after_init else "")
-        raise ValueError(f"{len(half)} trainable parameters are not float32{when} (e.g. {half[0]}): AdamW would round "
-                         "small updates away. Load the model in float32 and let DPOConfig.mixed_precision run the "
-                         "compute in bf16/fp16.")
+        when = (
+            " since DPOTrainer was built (model.to(torch.bfloat16) or .half() after DPOTrainer()?)"
+            if after_init
+            else ""
+        )
+        raise ValueError(
+            f"{len(half)} trainable parameters are not float32{when} (e.g. {half[0]}): AdamW would round "
+            "small updates away. Load the model in float32 and let DPOConfig.mixed_precision run the "
+            "compute in bf16/fp16."
+        )
 
 
 def _check_inputs(tokenizer, pairs, config: DPOConfig, output_dir) -> None:
     """Refuse, before any work, what would fail late or train silently wrong."""
     if getattr(tokenizer, "pad_token_id", None) is None:
-        raise ValueError("the tokenizer has no pad token, so batches cannot be padded: call "
-                         "dpo_utils.models.ensure_pad_token(tokenizer, model) first")
+        raise ValueError(
+            "the tokenizer has no pad token, so batches cannot be padded: call "
+            "dpo_utils.models.ensure_pad_token(tokenizer, model) first"
+        )
     if not len(pairs):
         raise ValueError("pairs is empty: nothing to train on (prepare_preference_data makes the pairs from rows)")
     empty = [i for i, pair in enumerate(pairs) if not pair.chosen_ids or not pair.rejected_ids]
     if empty:
         raise ValueError(f"pairs {empty[:5]} have an empty completion (no token to score): remove them")
     if config.batch_size > len(pairs):
-        raise ValueError(f"batch_size={config.batch_size} is larger than the {len(pairs)} pairs: every step would repeat "
-                         f"pairs within its batch. Use batch_size <= {len(pairs)}, or more data.")
+        raise ValueError(
+            f"batch_size={config.batch_size} is larger than the {len(pairs)} pairs: every step would repeat "
+            f"pairs within its batch. Use batch_size <= {len(pairs)}, or more data."
+        )
     if output_dir is not None:
         path = Path(output_dir)
         existing = next((p for p in (path, *path.parents) if p.exists()), None)
         if existing is not None and not existing.is_dir():
             what = "output_dir" if existing == path else f"output_dir's parent {existing}"
-            raise ValueError(f"output_dir={str(path)!r}: {what} is a file, not a folder; checkpoints could not be saved there")
+            raise ValueError(
+                f"output_dir={str(path)!r}: {what} is a file, not a folder; checkpoints could not be saved there"
+            )
 
 
 class DPOTrainer:
@@ -358,18 +433,24 @@ class DPOTrainer:
 
         _check_trainable_dtypes(model)
         _check_inputs(tokenizer, pairs, config, output_dir)
-        self.model_digest = model_fingerprint(model)  # the starting weights: on resume, the model passed in is again the start
+        self.model_digest = model_fingerprint(
+            model
+        )  # the starting weights: on resume, the model passed in is again the start
         self.model, self.tokenizer, self.pairs, self.config = model, tokenizer, pairs, config
         self.output_dir = Path(output_dir) if output_dir else None
         self.pad_id = tokenizer.pad_token_id
         self.history: list[dict] = []
         self.step = self.skipped_steps = self.consecutive_skips = 0
         self.non_finite_forward, self.skip_reason = False, ""
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())  # one process per GPU under `accelerate launch`
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available()
+        )  # one process per GPU under `accelerate launch`
         self.device = self.accelerator.device
         self.mixed_precision = resolve_mixed_precision(config.mixed_precision, self.device)
         if config.batch_size % self.accelerator.num_processes:
-            raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {self.accelerator.num_processes} processes")
+            raise ValueError(
+                f"batch_size={config.batch_size} must be a multiple of the {self.accelerator.num_processes} processes"
+            )
         if config.activation_checkpointing:
             from dpo_utils.models import enable_activation_checkpointing
 
@@ -390,14 +471,18 @@ class DPOTrainer:
         if reference_logps is None:
             return None
         if not isinstance(reference_logps, ReferenceLogprobs):
-            raise TypeError("reference_logps must be a ReferenceLogprobs (from dpo_utils.trainer.reference_logprobs(reference, "
-                            "pairs, pad_token_id, config)), which records the precision they were computed in; got "
-                            f"{type(reference_logps).__name__}.")
+            raise TypeError(
+                "reference_logps must be a ReferenceLogprobs (from dpo_utils.trainer.reference_logprobs(reference, "
+                "pairs, pad_token_id, config)), which records the precision they were computed in; got "
+                f"{type(reference_logps).__name__}."
+            )
         if reference_logps.mixed_precision != self.mixed_precision:
-            raise ValueError(f"reference log-probs computed with mixed_precision={reference_logps.mixed_precision!r}, but this "
-                             f"run computes the policy with {self.mixed_precision!r}: at step 1 the policy would differ from "
-                             "its own reference by rounding noise. Recompute them with reference_logprobs(reference, pairs, "
-                             "pad_token_id, config) for this config, or leave reference_logps out.")
+            raise ValueError(
+                f"reference log-probs computed with mixed_precision={reference_logps.mixed_precision!r}, but this "
+                f"run computes the policy with {self.mixed_precision!r}: at step 1 the policy would differ from "
+                "its own reference by rounding noise. Recompute them with reference_logprobs(reference, pairs, "
+                "pad_token_id, config) for this config, or leave reference_logps out."
+            )
         if len(reference_logps) != len(self.pairs):
             raise ValueError(f"{len(reference_logps)} reference log-prob rows for {len(self.pairs)} pairs")
         return reference_logps
@@ -413,8 +498,9 @@ class DPOTrainer:
             if self.step:
                 raise RuntimeError("reference log-probs must be computed before the first update")
             config = replace(self.config, mixed_precision=self.mixed_precision)
-            self.reference_logps = reference_logprobs(self.model, self.pairs, self.pad_id, config,
-                                                      self.accelerator.num_processes)
+            self.reference_logps = reference_logprobs(
+                self.model, self.pairs, self.pad_id, config, self.accelerator.num_processes
+            )
 
     def _pair_loss(self, chunk: list[int], values: dict) -> torch.Tensor:
         """Summed loss of the pairs ``chunk``; their per-pair metrics are appended to ``values``."""
@@ -423,21 +509,37 @@ class DPOTrainer:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with autocast(self.device, self.mixed_precision):
             logps = self.module(batch).float()
-        chosen, rejected = logps[: len(chunk)], logps[len(chunk):]
+        chosen, rejected = logps[: len(chunk)], logps[len(chunk) :]
         counts = batch["completion_mask"].sum(-1)
         ref_chosen = ref_rejected = None
         if cfg.objective == "dpo":
             ref_chosen, ref_rejected = self.reference_logps.values[chunk].to(self.device).unbind(-1)
         with allow_non_finite():  # a NaN or inf here skips the step (apply_update), as a non-finite gradient does
-            out = preference_loss(cfg.objective, chosen, rejected, counts[: len(chunk)], counts[len(chunk):], ref_chosen,
-                                  ref_rejected, cfg.beta, cfg.loss_type, cfg.label_smoothing, cfg.nll_weight, cfg.simpo_gamma)
+            out = preference_loss(
+                cfg.objective,
+                chosen,
+                rejected,
+                counts[: len(chunk)],
+                counts[len(chunk) :],
+                ref_chosen,
+                ref_rejected,
+                cfg.beta,
+                cfg.loss_type,
+                cfg.label_smoothing,
+                cfg.nll_weight,
+                cfg.simpo_gamma,
+            )
         finite = torch.isfinite(logps.detach()).all() & torch.isfinite(out.losses.detach()).all()
         values.setdefault(NON_FINITE_KEY, []).append((~finite).float().reshape(1))
         step_values = {"loss": out.losses, "logps/chosen": chosen, "logps/rejected": rejected}
         if cfg.objective != "sft":
-            step_values |= {"rewards/chosen": out.chosen_rewards, "rewards/rejected": out.rejected_rewards,
-                            "rewards/accuracies": (out.margins > 0).float(), "rewards/margins": out.margins}
-        step_values |= {"length/chosen": counts[: len(chunk)], "length/rejected": counts[len(chunk):]}
+            step_values |= {
+                "rewards/chosen": out.chosen_rewards,
+                "rewards/rejected": out.rejected_rewards,
+                "rewards/accuracies": (out.margins > 0).float(),
+                "rewards/margins": out.margins,
+            }
+        step_values |= {"length/chosen": counts[: len(chunk)], "length/rejected": counts[len(chunk) :]}
         for key, value in step_values.items():
             values.setdefault(key, []).append(value.detach().float())
         return out.losses.sum()
@@ -454,7 +556,7 @@ class DPOTrainer:
         for start in starts:
             sync = start == starts[-1]  # gradients are all-reduced once, after the last micro-batch
             with nullcontext() if sync else self.accelerator.no_sync(self.module):
-                loss = self._pair_loss(mine[start:start + micro], values) * world / len(indices)
+                loss = self._pair_loss(mine[start : start + micro], values) * world / len(indices)
                 self.scaler.scale(loss).backward()
         metrics = {key: self.accelerator.gather(torch.cat(parts)).mean().item() for key, parts in values.items()}
         self.non_finite_forward = metrics.pop(NON_FINITE_KEY) > 0  # on any process: all of them skip the step
@@ -471,7 +573,9 @@ class DPOTrainer:
         forward, self.non_finite_forward = self.non_finite_forward, False
         skipped = forward or not math.isfinite(grad_norm)
         if skipped:
-            self.skip_reason = "non-finite log-probs or loss in the forward pass" if forward else "non-finite gradients"
+            self.skip_reason = (
+                "non-finite log-probs or loss in the forward pass" if forward else "non-finite gradients"
+            )
         if not skipped:
             self.scaler.step(self.optimizer)
             self.scheduler.step()
@@ -502,13 +606,16 @@ class DPOTrainer:
             self.save_checkpoint()  # skipped steps changed no weight: this is the last good state
             saved = f" {self.output_dir / 'checkpoint'} holds the last good state (skipped steps change no weight)."
         cfg = self.config
-        others = {"fp16": "mixed_precision='bf16' (where the GPU has it) or 'no' instead of 'fp16', ",
-                  "bf16": "mixed_precision='no' instead of 'bf16', "}.get(self.mixed_precision, "")
+        others = {
+            "fp16": "mixed_precision='bf16' (where the GPU has it) or 'no' instead of 'fp16', ",
+            "bf16": "mixed_precision='no' instead of 'bf16', ",
+        }.get(self.mixed_precision, "")
         raise NonFiniteTrainingError(
             f"{self.consecutive_skips} steps in a row were skipped, none applied: {self.skip_reason} (last loss "
             f"{row['loss']}). Empty completions are refused when the data are prepared, so this is a numerical fault."
             f"{saved} Try: {others}a lower learning_rate (now {cfg.learning_rate}) or a smaller max_grad_norm "
-            f"(now {cfg.max_grad_norm}).")
+            f"(now {cfg.max_grad_norm})."
+        )
 
     def train(self, resume: bool = True) -> list[dict]:
         """Run until ``max_steps``, resuming from ``output_dir/checkpoint`` when it is this run's."""
@@ -516,13 +623,17 @@ class DPOTrainer:
             self.load_checkpoint()
         self.ensure_reference_logps()  # its own bar, before the training bar
         main = self.accelerator.is_main_process
-        bar = progress_bar(total=self.config.max_steps, initial=self.step, desc=f"{self.config.objective} training",
-                           disable=not main)
+        bar = progress_bar(
+            total=self.config.max_steps, initial=self.step, desc=f"{self.config.objective} training", disable=not main
+        )
         while self.step < self.config.max_steps:
             row = self.train_step()
             bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", **({"skipped": self.skipped_steps} if self.skipped_steps else {}),
-                            refresh=False)
+            bar.set_postfix(
+                loss=f"{row['loss']:.4f}",
+                **({"skipped": self.skipped_steps} if self.skipped_steps else {}),
+                refresh=False,
+            )
             if self.output_dir and self.config.save_every and self.step % self.config.save_every == 0:
                 self.save_checkpoint()
         bar.close()
@@ -544,24 +655,41 @@ class DPOTrainer:
             return
         folder = self.output_dir / "checkpoint"
         folder.mkdir(parents=True, exist_ok=True)
-        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict() if keep_optimizer else None,
-                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "history": self.history,
-                 "skipped_steps": self.skipped_steps, "reference_logps": None if self.reference_logps is None else vars(self.reference_logps), "config": asdict(self.config),
-                 "fingerprint": run_fingerprint(self.config, self.pairs, self.model_digest), "model_fingerprint": self.model_digest}
-        written = [(folder / "state.pt.tmp", folder / "state.pt"), (folder / "history.json.tmp", folder / "history.json")]
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if keep_optimizer else None,
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": self.history,
+            "skipped_steps": self.skipped_steps,
+            "reference_logps": None if self.reference_logps is None else vars(self.reference_logps),
+            "config": asdict(self.config),
+            "fingerprint": run_fingerprint(self.config, self.pairs, self.model_digest),
+            "model_fingerprint": self.model_digest,
+        }
+        written = [
+            (folder / "state.pt.tmp", folder / "state.pt"),
+            (folder / "history.json.tmp", folder / "history.json"),
+        ]
         try:
             torch.save(state, written[0][0])
             written[1][0].write_text(json.dumps(self.history))
         except (OSError, RuntimeError) as error:
             for tmp, _ in written:
                 tmp.unlink(missing_ok=True)
-            previous = f"the previous checkpoint {folder / 'state.pt'} is intact" if (folder / "state.pt").exists() else \
-                "there was no previous checkpoint"
+            previous = (
+                f"the previous checkpoint {folder / 'state.pt'} is intact"
+                if (folder / "state.pt").exists()
+                else "there was no previous checkpoint"
+            )
             full = _is_disk_full(error, folder)
             problem = "no space left on the device" if full else f"{type(error).__name__}: {error}"
             advice = f" Free about {_state_gib(state):.2f} GiB (the checkpoint's size) and resume." if full else ""
-            raise CheckpointSaveError(f"{problem} while saving the checkpoint of step {self.step} to {folder}; the partial "
-                                      f"file was removed and {previous}.{advice}") from error
+            raise CheckpointSaveError(
+                f"{problem} while saving the checkpoint of step {self.step} to {folder}; the partial "
+                f"file was removed and {previous}.{advice}"
+            ) from error
         for tmp, final in written:  # state first: a crash between the two leaves an older history.json, never a newer
             tmp.replace(final)
 
@@ -579,7 +707,8 @@ class DPOTrainer:
                 what = f"a run with other settings or other data (its config: {_config_diff(state['config'], self.config)})"
             raise StaleCheckpointError(
                 f"{path} belongs to {what}. Resuming it would train the wrong thing. Start fresh with "
-                f"trainer.train(resume=False), another output_dir, or delete {path.parent}.")
+                f"trainer.train(resume=False), another output_dir, or delete {path.parent}."
+            )
         self.model.load_state_dict(state["model"])
         if state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -593,13 +722,14 @@ class DPOTrainer:
         if self.accelerator.is_main_process:
             print(f"resumed from {path.parent} at step {self.step}")
 
-
     def _reference_from_checkpoint(self, saved, path: Path):
         if saved is None:
             return None
         if not isinstance(saved, dict):
-            raise StaleCheckpointError(f"{path} was written by an older dpo_utils (reference log-probs without their "
-                                       f"precision). Start fresh with trainer.train(resume=False) or delete {path.parent}.")
+            raise StaleCheckpointError(
+                f"{path} was written by an older dpo_utils (reference log-probs without their "
+                f"precision). Start fresh with trainer.train(resume=False) or delete {path.parent}."
+            )
         try:
             return self._checked_reference(ReferenceLogprobs(**saved))
         except ValueError as error:
@@ -614,7 +744,11 @@ def _is_disk_full(error: BaseException, folder: Path) -> bool:
         nearly_full = shutil.disk_usage(folder).free < 64 * 2**20
     except OSError:
         nearly_full = False
-    return "No space left" in str(error) or (isinstance(error, RuntimeError) and "unexpected pos" in str(error)) or nearly_full
+    return (
+        "No space left" in str(error)
+        or (isinstance(error, RuntimeError) and "unexpected pos" in str(error))
+        or nearly_full
+    )
 
 
 def _state_gib(state: dict) -> float:
@@ -639,6 +773,7 @@ def _state_gib(state: dict) -> float:
 def _config_diff(saved: dict, config: DPOConfig) -> str:
     """The settings that differ, as ``name: saved -> now``; or a note that the data differ."""
     now = asdict(config)
-    changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    changed = [
+        f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]
+    ]
     return "; ".join(changed) if changed else "same settings, different pairs"
-

@@ -9,8 +9,15 @@ import torch
 from dpo_utils.models import quiet_checkpointing_renames
 
 
-def trl_dpo_loss(policy, reference, tokenizer, rows: list[dict], beta: float, max_length: int | None = None,
-                 loss_type: str = "sigmoid") -> float:
+def trl_dpo_loss(
+    policy,
+    reference,
+    tokenizer,
+    rows: list[dict],
+    beta: float,
+    max_length: int | None = None,
+    loss_type: str = "sigmoid",
+) -> float:
     """The loss TRL's ``DPOTrainer.compute_loss`` gives on ``rows`` (one batch, no training), mean over pairs.
 
     Pass the ``reference`` model explicitly. Given a LoRA model whose adapter is already trained
@@ -22,11 +29,24 @@ def trl_dpo_loss(policy, reference, tokenizer, rows: list[dict], beta: float, ma
 
     device = next(policy.parameters()).device
     with tempfile.TemporaryDirectory() as out, quiet_checkpointing_renames():  # TRL uses the old names
-        args = DPOConfig(output_dir=out, beta=beta, loss_type=loss_type, max_length=max_length,
-                         per_device_train_batch_size=len(rows), report_to="none", save_strategy="no",
-                         use_cpu=device.type == "cpu", bf16=next(policy.parameters()).dtype == torch.bfloat16)
-        trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
-                             processing_class=tokenizer)
+        args = DPOConfig(
+            output_dir=out,
+            beta=beta,
+            loss_type=loss_type,
+            max_length=max_length,
+            per_device_train_batch_size=len(rows),
+            report_to="none",
+            save_strategy="no",
+            use_cpu=device.type == "cpu",
+            bf16=next(policy.parameters()).dtype == torch.bfloat16,
+        )
+        trainer = DPOTrainer(
+            model=policy,
+            ref_model=reference,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
         with torch.no_grad():
             return trainer.compute_loss(trainer.model, {k: v.to(device) for k, v in batch.items()}).item()

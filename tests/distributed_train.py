@@ -24,8 +24,16 @@ def main() -> None:
     parser.add_argument("--kill-at", type=int)
     args = parser.parse_args()
     model = tiny_llama()
-    config = DPOConfig(beta=0.5, learning_rate=args.learning_rate, batch_size=args.batch_size, micro_batch_size=2,
-                       max_steps=args.steps, warmup_steps=2, save_every=1 if args.output_dir else None, save_final_model=False)
+    config = DPOConfig(
+        beta=0.5,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        micro_batch_size=2,
+        max_steps=args.steps,
+        warmup_steps=2,
+        save_every=1 if args.output_dir else None,
+        save_final_model=False,
+    )
     trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(n=16), config, output_dir=args.output_dir)
     if args.kill_at is not None:
         step = trainer.train_step
@@ -34,8 +42,16 @@ def main() -> None:
     trainer.load_checkpoint = lambda: (load(), resumed_at.append(trainer.step))
     history = trainer.train()
     if trainer.accelerator.is_main_process:
-        torch.save({"weights": model.state_dict(), "history": history, "processes": trainer.accelerator.num_processes,
-                    "resumed_at": resumed_at[0] if resumed_at else None}, args.output)
+        torch.save(
+            {
+                "weights": model.state_dict(),
+                "history": history,
+                "processes": trainer.accelerator.num_processes,
+                "resumed_at": resumed_at[0] if resumed_at else None,
+            },
+            args.output,
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -20,17 +20,38 @@ PAIRS, PROMPT, COMPLETION = 8, 96, 96
 
 
 def main(share_prompt: bool, lean_logits: bool) -> None:
-    config = LlamaConfig(vocab_size=16384, hidden_size=256, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=4,
-                         num_key_value_heads=4, tie_word_embeddings=True, pad_token_id=0, eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=16384,
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=2,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     ids = lambda start, k: [(start + j) % 16000 + 3 for j in range(k)]
-    pairs = [TokenizedPair(ids(7 * n, PROMPT), ids(11 * n, COMPLETION - 1) + [2], ids(13 * n, COMPLETION - 1) + [2]) for n in range(PAIRS)]
-    trainer = DPOTrainer(model, TinyTokenizer(), pairs, DPOConfig(batch_size=PAIRS, share_prompt=share_prompt, lean_logits=lean_logits,
-                                                                  mixed_precision="no"))
+    pairs = [
+        TokenizedPair(ids(7 * n, PROMPT), ids(11 * n, COMPLETION - 1) + [2], ids(13 * n, COMPLETION - 1) + [2])
+        for n in range(PAIRS)
+    ]
+    trainer = DPOTrainer(
+        model,
+        TinyTokenizer(),
+        pairs,
+        DPOConfig(batch_size=PAIRS, share_prompt=share_prompt, lean_logits=lean_logits, mixed_precision="no"),
+    )
     trainer.train_step()  # AdamW state exists from here on
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    adam = sum(t.numel() * t.element_size() for s in trainer.optimizer.state.values() for t in s.values() if torch.is_tensor(t))
+    adam = sum(
+        t.numel() * t.element_size()
+        for s in trainer.optimizer.state.values()
+        for t in s.values()
+        if torch.is_tensor(t)
+    )
     before = psutil.Process().memory_info().rss
     trainer.train_step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -26,7 +26,9 @@ def messages(*turns):
     return [{"role": role, "content": content} for role, content in turns]
 
 
-def chat(prompt=(("user", "Review a film."),), chosen=(("assistant", "Loved it."),), rejected=(("assistant", "Hated it."),)):
+def chat(
+    prompt=(("user", "Review a film."),), chosen=(("assistant", "Loved it."),), rejected=(("assistant", "Hated it."),)
+):
     return {"prompt": messages(*prompt), "chosen": messages(*chosen), "rejected": messages(*rejected)}
 
 
@@ -44,14 +46,18 @@ def assert_refused_skipped_and_reported(source, tokenizer, message, where, skipp
     assert len(pairs) == 2 and [number for number, _ in report.skipped] == [skipped_number], str(report)
     assert message in report.skipped[0][1]
     checked = check_preference_data(source, tokenizer)
-    assert not checked.ok and [f.rows for f in checked.findings if f.severity == "error"] == [[skipped_number]], str(checked)
+    assert not checked.ok and [f.rows for f in checked.findings if f.severity == "error"] == [[skipped_number]], str(
+        checked
+    )
 
 
 # 1. A file that is not UTF-8
 
 
 def test_a_latin1_line_names_file_and_line_and_is_skipped(tmp_path, tokenizer):
-    latin1 = json.dumps({"prompt": "Café?", "chosen": "Très bon.", "rejected": "Non."}, ensure_ascii=False).encode("latin-1")
+    latin1 = json.dumps({"prompt": "Café?", "chosen": "Très bon.", "rejected": "Non."}, ensure_ascii=False).encode(
+        "latin-1"
+    )
     path = write_lines(tmp_path / "prefs.jsonl", [GOOD_LINE, latin1, GOOD_LINE])
     assert_refused_skipped_and_reported(path, tokenizer, "line 2: not UTF-8 (byte 0xe9", f"{path}, line 2", 2)
 
@@ -77,24 +83,37 @@ def test_a_utf8_byte_order_mark_is_decoded(tmp_path, tokenizer):
 # 2. Conversational rows: roles
 
 
-@pytest.mark.parametrize("row, field, message", [
-    (chat(prompt=(("user", "Hi"),)) | {"prompt": [{"role": 5, "content": "Hi"}]}, "prompt",
-     "message 0 must be a dict with string 'role' and 'content' (got role int)"),
-    (chat(prompt=(("banana", "Hi"),)), "prompt", "message 0 has unknown role 'banana'"),
-    (chat(chosen=(("assistant", "Sure."), ("user", "And now?"))), "chosen",
-     "message 1 has role 'user'; a completion holds assistant turns only"),
-    (chat(rejected=(("system", "Be rude."),)), "rejected", "message 0 has role 'system'"),
-    (chat(chosen=(("tool", "{}"),)), "chosen", "message 0 has unknown role 'tool'"),
-])
+@pytest.mark.parametrize(
+    "row, field, message",
+    [
+        (
+            chat(prompt=(("user", "Hi"),)) | {"prompt": [{"role": 5, "content": "Hi"}]},
+            "prompt",
+            "message 0 must be a dict with string 'role' and 'content' (got role int)",
+        ),
+        (chat(prompt=(("banana", "Hi"),)), "prompt", "message 0 has unknown role 'banana'"),
+        (
+            chat(chosen=(("assistant", "Sure."), ("user", "And now?"))),
+            "chosen",
+            "message 1 has role 'user'; a completion holds assistant turns only",
+        ),
+        (chat(rejected=(("system", "Be rude."),)), "rejected", "message 0 has role 'system'"),
+        (chat(chosen=(("tool", "{}"),)), "chosen", "message 0 has unknown role 'tool'"),
+    ],
+)
 def test_bad_roles_name_file_line_and_field(tmp_path, tokenizer, row, field, message):
     other = chat(chosen=(("assistant", "Fine."),))
-    path = write_lines(tmp_path / "chat.jsonl", [json.dumps(chat()).encode(), json.dumps(row).encode(), json.dumps(other).encode()])
+    path = write_lines(
+        tmp_path / "chat.jsonl", [json.dumps(chat()).encode(), json.dumps(row).encode(), json.dumps(other).encode()]
+    )
     assert_refused_skipped_and_reported(path, tokenizer, message, f"{path}, line 2, field '{field}'", 2)
 
 
 def test_every_known_role_is_accepted_in_the_prompt(tokenizer):
-    row = chat(prompt=(("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "Review a film.")),
-               chosen=(("assistant", "Loved it."), ("assistant", "Really.")))
+    row = chat(
+        prompt=(("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "Review a film.")),
+        chosen=(("assistant", "Loved it."), ("assistant", "Really.")),
+    )
     pairs, _ = prepare_preference_data([row], tokenizer)
     assert len(pairs) == 1 and check_preference_data([row], tokenizer).ok
 
@@ -102,19 +121,22 @@ def test_every_known_role_is_accepted_in_the_prompt(tokenizer):
 # 3. In-memory rows that are not dicts
 
 
-@pytest.mark.parametrize("bad", ["a string", None, 7, ["prompt", "chosen", "rejected"]],
-                         ids=["str", "None", "int", "list"])
+@pytest.mark.parametrize(
+    "bad", ["a string", None, 7, ["prompt", "chosen", "rejected"]], ids=["str", "None", "int", "list"]
+)
 def test_rows_that_are_not_dicts_are_named(tokenizer, bad):
     rows = [GOOD, bad, {**GOOD, "rejected": "Flat."}]
     got = type(bad).__name__
-    assert_refused_skipped_and_reported(rows, tokenizer, f"expected a dict with prompt, chosen, rejected, got {got}",
-                                        "list, row 1", 1)
+    assert_refused_skipped_and_reported(
+        rows, tokenizer, f"expected a dict with prompt, chosen, rejected, got {got}", "list, row 1", 1
+    )
 
 
 def test_a_json_line_that_is_not_an_object_is_named(tmp_path, tokenizer):
     path = write_lines(tmp_path / "prefs.jsonl", [GOOD_LINE, b'["p", "c", "r"]', GOOD_LINE.replace(b"Dull", b"Flat")])
-    assert_refused_skipped_and_reported(path, tokenizer, "expected an object with prompt, chosen, rejected, got list",
-                                        f"{path}, line 2", 2)
+    assert_refused_skipped_and_reported(
+        path, tokenizer, "expected an object with prompt, chosen, rejected, got list", f"{path}, line 2", 2
+    )
 
 
 def test_a_single_row_passed_without_a_list_is_refused(tokenizer):
@@ -139,7 +161,9 @@ def test_an_empty_or_blank_file_is_refused_by_both(tmp_path, tokenizer, text):
 def test_a_pair_identical_after_truncation_is_refused_by_both(tokenizer):
     same_start = {"prompt": "Rate the film.", "chosen": "It was good, I think.", "rejected": "It was bad, I think."}
     rows = [GOOD, same_start]
-    with pytest.raises(PreferenceDataError, match="row 1, fields 'chosen'/'rejected': identical after truncation to 2"):
+    with pytest.raises(
+        PreferenceDataError, match="row 1, fields 'chosen'/'rejected': identical after truncation to 2"
+    ):
         prepare_preference_data(rows, tokenizer, max_completion_length=2)
     report = check_preference_data(rows, tokenizer, max_completion_length=2)
     assert not report.ok and [f.rows for f in report.findings if f.check == "identical"] == [[1]], str(report)
@@ -147,9 +171,17 @@ def test_a_pair_identical_after_truncation_is_refused_by_both(tokenizer):
 
 
 def test_the_checker_reports_an_error_on_every_row_the_loader_skips(tmp_path, tokenizer):
-    lines = [GOOD_LINE, b"\xff\xfe not utf-8", b"{not json", b"42", json.dumps({**GOOD, "chosen": ""}).encode(),
-             json.dumps(chat(prompt=(("robot", "Hi"),))).encode(), json.dumps(chat(chosen=(("user", "x"),))).encode(),
-             json.dumps({**GOOD, "chosen": "Dull."}).encode(), GOOD_LINE.replace(b"Dull", b"Flat")]
+    lines = [
+        GOOD_LINE,
+        b"\xff\xfe not utf-8",
+        b"{not json",
+        b"42",
+        json.dumps({**GOOD, "chosen": ""}).encode(),
+        json.dumps(chat(prompt=(("robot", "Hi"),))).encode(),
+        json.dumps(chat(chosen=(("user", "x"),))).encode(),
+        json.dumps({**GOOD, "chosen": "Dull."}).encode(),
+        GOOD_LINE.replace(b"Dull", b"Flat"),
+    ]
     path = write_lines(tmp_path / "mixed.jsonl", lines)
     _, skipped = prepare_preference_data(path, tokenizer, on_bad_row="skip")
     report = check_preference_data(path, tokenizer)
@@ -163,6 +195,8 @@ def test_the_checker_reports_an_error_on_every_row_the_loader_skips(tmp_path, to
 def test_a_directory_is_said_to_be_a_directory(tmp_path, tokenizer):
     write_lines(tmp_path / "train.jsonl", [GOOD_LINE])
     for call in (prepare_preference_data, check_preference_data):
-        with pytest.raises(PreferenceDataError, match=r"is a directory, not a preference data file.*train.jsonl") as error:
+        with pytest.raises(
+            PreferenceDataError, match=r"is a directory, not a preference data file.*train.jsonl"
+        ) as error:
             call(tmp_path, tokenizer)
         assert isinstance(error.value, IsADirectoryError) and "no such" not in str(error.value)

@@ -21,10 +21,33 @@ def bench():
 
 
 def test_dpo_utils_and_trl_agree_on_the_loss_after_training(tmp_path):
-    out = subprocess.run([sys.executable, str(SCRIPT), "--configs", "dpo_utils-padding-free", "dpo_utils", "trl-precompute",
-                          "--lengths", "lognormal", "--steps", "1", "--pairs", "2", "--prompt-tokens", "12",
-                          "--completion-tokens", "10", "--lr", "1e-4", "--json", str(tmp_path / "out.json")],
-                         capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--configs",
+            "dpo_utils-padding-free",
+            "dpo_utils",
+            "trl-precompute",
+            "--lengths",
+            "lognormal",
+            "--steps",
+            "1",
+            "--pairs",
+            "2",
+            "--prompt-tokens",
+            "12",
+            "--completion-tokens",
+            "10",
+            "--lr",
+            "1e-4",
+            "--json",
+            str(tmp_path / "out.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert (tmp_path / "out.json").exists(), out.stdout + out.stderr[-2000:]
     report = json.loads((tmp_path / "out.json").read_text())
     rows = {r["config"]: r for r in report["results"]}
@@ -33,8 +56,13 @@ def test_dpo_utils_and_trl_agree_on_the_loss_after_training(tmp_path):
     assert losses["dpo_utils"] < 0.69  # two steps at lr 1e-4 moved away from log 2
     assert max(losses.values()) - min(losses.values()) < 2e-3
     r = rows["dpo_utils"]
-    assert r["padded_tokens_per_step"] > r["tokens_per_step"]  # log-normal lengths: padding a padded batch would compute
-    assert report["environment"]["torch"] == torch.__version__ and report["environment"]["settings"]["checkpointing"] == "off"
+    assert (
+        r["padded_tokens_per_step"] > r["tokens_per_step"]
+    )  # log-normal lengths: padding a padded batch would compute
+    assert (
+        report["environment"]["torch"] == torch.__version__
+        and report["environment"]["settings"]["checkpointing"] == "off"
+    )
     assert "device: " in out.stdout and "lognormal lengths" in out.stdout
 
 
@@ -48,9 +76,19 @@ def test_log_normal_lengths_have_the_requested_mean_and_are_fixed_by_the_seed():
     assert b.batch_lengths("fixed", 3, 64, 32) == [(64, 32, 32)] * 3
 
 
-@pytest.mark.parametrize("name,peak", [("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756), ("NVIDIA H200", 989),
-                                       ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA L4", 121), ("Tesla T4", 65),
-                                       ("NVIDIA L40S", None), ("NVIDIA GeForce RTX 4090", None)])
+@pytest.mark.parametrize(
+    "name,peak",
+    [
+        ("NVIDIA H100 80GB HBM3", 989),
+        ("NVIDIA H100 PCIe", 756),
+        ("NVIDIA H200", 989),
+        ("NVIDIA A100-SXM4-80GB", 312),
+        ("NVIDIA L4", 121),
+        ("Tesla T4", 65),
+        ("NVIDIA L40S", None),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
 def test_known_gpu_peaks(name, peak):
     assert bench().known_peak(name) == peak
 
@@ -63,9 +101,20 @@ def test_mfu_counts_the_matmul_parameters():
     b = bench()
     tied = tiny_llama()
     assert b.matmul_parameters(tied) == sum(p.numel() for p in tied.parameters())  # the shared matrix once, as LM head
-    untied = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
-    assert b.matmul_parameters(untied) == sum(p.numel() for p in untied.parameters()) - 64 * 32  # lookup table left out
+    untied = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+        )
+    )
+    assert (
+        b.matmul_parameters(untied) == sum(p.numel() for p in untied.parameters()) - 64 * 32
+    )  # lookup table left out
     result = {"matmul_params": 135_000_000, "tokens_per_s": 50_000.0}
     assert b.mfu(result, 989.0) == pytest.approx(6 * 135e6 * 5e4 / 989e12)
     assert b.mfu(result, None) is None
@@ -87,9 +136,14 @@ def _count_from_fields(c):
 
 # published totals, equal up to their rounding: SmolLM2-135M 134.5M; the Qwen2.5 model cards
 # 0.49B (0.36B non-embedding) and 1.54B (1.31B)
-@pytest.mark.parametrize("name,total,non_embedding,rounding", [("smollm2-135m", 134.5e6, None, 0.05e6),
-                                                               ("qwen2.5-0.5b", 0.49e9, 0.36e9, 0.005e9),
-                                                               ("qwen2.5-1.5b", 1.54e9, 1.31e9, 0.005e9)])
+@pytest.mark.parametrize(
+    "name,total,non_embedding,rounding",
+    [
+        ("smollm2-135m", 134.5e6, None, 0.05e6),
+        ("qwen2.5-0.5b", 0.49e9, 0.36e9, 0.005e9),
+        ("qwen2.5-1.5b", 1.54e9, 1.31e9, 0.005e9),
+    ],
+)
 def test_architectures_have_the_published_sizes(name, total, non_embedding, rounding):
     from dpo_utils.architectures import count_parameters, random_model
 
@@ -110,8 +164,18 @@ def test_smollm2_architecture_matches_the_bundled_model():
 
     bundled = json.loads((offline_model_dir() / "config.json").read_text())
     ours = architecture_config("smollm2-135m")
-    for field in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                  "num_key_value_heads", "head_dim", "max_position_embeddings", "tie_word_embeddings", "hidden_act"):
+    for field in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "max_position_embeddings",
+        "tie_word_embeddings",
+        "hidden_act",
+    ):
         assert getattr(ours, field) == bundled[field], field
     theta = lambda config: (config.get("rope_parameters") or config)["rope_theta"]  # 5.x nests it, 4.x does not
     assert theta(ours.to_dict()) == theta(bundled) == 100000.0

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -36,8 +35,15 @@ def tiny_fallback_model(cache: Path) -> dict:
     """A tiny random Llama with SmolLM2's tokenizer, where the offline fallback looks; returns its weights."""
     folder = cache / offline_cache_name()
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     model.save_pretrained(folder)
@@ -51,10 +57,22 @@ def test_the_documented_train_script_trains_under_two_processes(tmp_path):
     (work / "data" / "sentiment_pairs.jsonl").write_bytes((ROOT / "data" / "sentiment_pairs.jsonl").read_bytes())
     (work / "train.py").write_text(documented_train_script())
     initial = tiny_fallback_model(tmp_path / "cache")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "HF_HUB_OFFLINE": "1", "DPO_TUTORIAL_CACHE": str(tmp_path / "cache")}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "train.py"], cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "HF_HUB_OFFLINE": "1",
+        "DPO_TUTORIAL_CACHE": str(tmp_path / "cache"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("using the bundled SmolLM2-135M-Instruct instead of 'Qwen/Qwen2.5-1.5B-Instruct'") == 2
 

@@ -18,8 +18,11 @@ def tokenizer():
 
 
 def conversation(prompt, chosen, rejected):
-    return {"prompt": [{"role": "user", "content": prompt}], "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}]}
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }
 
 
 CLEAN = [
@@ -58,7 +61,9 @@ def test_each_planted_problem_is_reported_on_its_row(tokenizer, row, check):
 
 
 def test_all_planted_problems_at_once(tokenizer):
-    report = check_preference_data(CLEAN + [row for row, _ in PLANTED], tokenizer, max_prompt_length=64, max_completion_length=32)
+    report = check_preference_data(
+        CLEAN + [row for row, _ in PLANTED], tokenizer, max_prompt_length=64, max_completion_length=32
+    )
     assert report.checks_failed == {check for _, check in PLANTED}
 
 
@@ -74,14 +79,18 @@ def test_pad_equal_to_eos_and_missing_pad_are_reported(tokenizer):
 
 def test_template_without_eos_is_reported(tokenizer):
     plain_template = copy.deepcopy(tokenizer)
-    plain_template.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                                    "{% if add_generation_prompt %}assistant:{% endif %}")
+    plain_template.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant:{% endif %}"
+    )
     report = check_preference_data([conversation("Hi", " Hello there.", " No.")], plain_template)
     assert "no_eos" in report.checks_failed
 
 
 def test_length_bias_needs_enough_pairs_and_a_clear_majority(tokenizer):
-    biased = [{"prompt": f"Question {i}?", "chosen": "a long and detailed answer " * 3, "rejected": "No."} for i in range(10)]
+    biased = [
+        {"prompt": f"Question {i}?", "chosen": "a long and detailed answer " * 3, "rejected": "No."} for i in range(10)
+    ]
     report = check_preference_data(biased, tokenizer)
     assert report.checks_failed == {"length_bias"} and "longer than rejected in 100%" in str(report)
     assert check_preference_data(biased[:4], tokenizer).findings == []  # too few pairs to call it

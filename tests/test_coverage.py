@@ -2,8 +2,16 @@
 
 import torch
 
-from dpo_utils.coverage import (coverage_summary, mentioned, on_policy_rounds, sample_pairs_from, sft_on_chosen,
-                                shift_covered, train_table, uniform_on)
+from dpo_utils.coverage import (
+    coverage_summary,
+    mentioned,
+    on_policy_rounds,
+    sample_pairs_from,
+    sft_on_chosen,
+    shift_covered,
+    train_table,
+    uniform_on,
+)
 from dpo_utils.tabular import make_problem, optimal_policy, tabular_dpo_loss
 
 PROBLEM, BETA = make_problem(4, 6, seed=0), 0.5
@@ -31,12 +39,19 @@ def test_uncovered_responses_get_no_gradient_and_moving_their_mass_keeps_the_los
     for shift in (-3.0, 3.0):
         moved = shift_covered(trained, COVERED, shift)
         assert abs(loss(moved) - loss(trained)) < 1e-12  # many minimisers ...
-        assert abs(coverage_summary(PROBLEM, moved, PI_STAR, COVERED)["uncovered"]
-                   - coverage_summary(PROBLEM, trained, PI_STAR, COVERED)["uncovered"]) > 0.3  # ... far apart
+        assert (
+            abs(
+                coverage_summary(PROBLEM, moved, PI_STAR, COVERED)["uncovered"]
+                - coverage_summary(PROBLEM, trained, PI_STAR, COVERED)["uncovered"]
+            )
+            > 0.3
+        )  # ... far apart
 
 
 def test_off_policy_dpo_misses_pi_star_and_on_policy_rounds_reach_it():
-    off = coverage_summary(PROBLEM, train_table(PROBLEM.ref_probs, PROBLEM.ref_probs, OFF, BETA, steps=1500), PI_STAR, COVERED)
+    off = coverage_summary(
+        PROBLEM, train_table(PROBLEM.ref_probs, PROBLEM.ref_probs, OFF, BETA, steps=1500), PI_STAR, COVERED
+    )
     assert off["tv"] > 0.25 and off["frontier"] - off["reward"] > 0.1
     last = on_policy_rounds(PROBLEM, PROBLEM.ref_probs, BETA, rounds=2, pairs_per_round=20_000, steps=800, seed=10)[-1]
     on = coverage_summary(PROBLEM, last, PI_STAR, COVERED)

@@ -25,15 +25,27 @@ def write_jsonl(path, rows):
     return path
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"prompt": "p", "chosen": "a"}, "line 2, field 'rejected': missing"),
-    ({"prompt": "p", "chosen": "  ", "rejected": "b"}, "line 2, field 'chosen': empty"),
-    ({"prompt": "p", "chosen": 3, "rejected": "b"}, "line 2, field 'chosen': expected a non-empty string"),
-    ({"prompt": [{"role": "user", "content": 5}], "chosen": [{"role": "assistant", "content": "a"}],
-      "rejected": [{"role": "assistant", "content": "b"}]}, "line 2, field 'prompt': message 0"),
-    ({"prompt": "p", "chosen": "same", "rejected": "same"}, "line 2, fields 'chosen'/'rejected': identical"),
-    ({"prompt": "word " * 300, "chosen": "a", "rejected": "b"}, "line 2, field 'prompt': 301 tokens, longer than max_prompt_length=64"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"prompt": "p", "chosen": "a"}, "line 2, field 'rejected': missing"),
+        ({"prompt": "p", "chosen": "  ", "rejected": "b"}, "line 2, field 'chosen': empty"),
+        ({"prompt": "p", "chosen": 3, "rejected": "b"}, "line 2, field 'chosen': expected a non-empty string"),
+        (
+            {
+                "prompt": [{"role": "user", "content": 5}],
+                "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            },
+            "line 2, field 'prompt': message 0",
+        ),
+        ({"prompt": "p", "chosen": "same", "rejected": "same"}, "line 2, fields 'chosen'/'rejected': identical"),
+        (
+            {"prompt": "word " * 300, "chosen": "a", "rejected": "b"},
+            "line 2, field 'prompt': 301 tokens, longer than max_prompt_length=64",
+        ),
+    ],
+)
 def test_bad_rows_name_file_line_and_field(tmp_path, tokenizer, bad, message):
     path = write_jsonl(tmp_path / "prefs.jsonl", [GOOD, bad])
     with pytest.raises(PreferenceDataError) as error:
@@ -62,7 +74,13 @@ def test_skip_mode_counts_and_names_bad_rows(tmp_path, tokenizer):
 
 def test_skip_mode_skips_invalid_json_and_reports_in_file_order(tmp_path, tokenizer):
     path = tmp_path / "prefs.jsonl"
-    lines = [json.dumps(GOOD), json.dumps({"prompt": "p", "chosen": "x", "rejected": "x"}), "{not json", "", json.dumps(GOOD)]
+    lines = [
+        json.dumps(GOOD),
+        json.dumps({"prompt": "p", "chosen": "x", "rejected": "x"}),
+        "{not json",
+        "",
+        json.dumps(GOOD),
+    ]
     path.write_text("\n".join(lines) + "\n")
     pairs, report = prepare_preference_data(path, tokenizer, on_bad_row="skip")
     assert len(pairs) == 2
@@ -93,9 +111,11 @@ def test_missing_file_names_the_path(tmp_path, tokenizer):
 
 
 def test_conversational_rows_split_at_the_generation_prompt(tokenizer):
-    row = {"prompt": [{"role": "user", "content": "Review a film."}],
-           "chosen": [{"role": "assistant", "content": "Loved it."}],
-           "rejected": [{"role": "assistant", "content": "Hated it."}]}
+    row = {
+        "prompt": [{"role": "user", "content": "Review a film."}],
+        "chosen": [{"role": "assistant", "content": "Loved it."}],
+        "rejected": [{"role": "assistant", "content": "Hated it."}],
+    }
     (pair,), _ = prepare_preference_data([row], tokenizer)
     prompt = tokenizer.decode(pair.prompt_ids)
     assert prompt.endswith("<|im_start|>assistant\n")
@@ -104,8 +124,9 @@ def test_conversational_rows_split_at_the_generation_prompt(tokenizer):
 
 
 def test_plain_rows_get_eos_and_completion_truncation(tokenizer):
-    (pair,), _ = prepare_preference_data([{"prompt": "Q:", "chosen": " yes " * 50, "rejected": " no"}], tokenizer,
-                                         max_completion_length=8)
+    (pair,), _ = prepare_preference_data(
+        [{"prompt": "Q:", "chosen": " yes " * 50, "rejected": " no"}], tokenizer, max_completion_length=8
+    )
     assert len(pair.chosen_ids) == 8 and pair.rejected_ids[-1] == tokenizer.eos_token_id
 
 

@@ -13,8 +13,15 @@ from tests.helpers import tiny_llama
 
 ROOT = Path(__file__).resolve().parent.parent
 ONE_PROCESS = [sys.executable, str(ROOT / "tests" / "distributed_train.py")]
-TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                 str(ROOT / "tests" / "distributed_train.py")]
+TWO_PROCESSES = [
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--standalone",
+    "--nproc_per_node",
+    "2",
+    str(ROOT / "tests" / "distributed_train.py"),
+]
 STEPS, LEARNING_RATE = 3, 1e-2  # distributed_train.py's defaults
 
 
@@ -38,7 +45,9 @@ def weight_tolerance(steps: int, learning_rate: float, n_params: int, dtype: tor
 
 def _run(command: list[str], output: Path, *options: str, killed: bool = False) -> dict | None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command + [str(output), *options], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command + [str(output), *options], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     if killed:
         assert result.returncode != 0 and not output.exists(), result.stderr[-3000:]
         return None
@@ -50,8 +59,10 @@ def _run(command: list[str], output: Path, *options: str, killed: bool = False) 
 def runs(tmp_path_factory):
     """One uninterrupted run in one process and one in two (keeping checkpoints, as the resumed run does)."""
     folder = tmp_path_factory.mktemp("distributed")
-    return {"one": _run(ONE_PROCESS, folder / "one.pt"),
-            "two": _run(TWO_PROCESSES, folder / "two.pt", "--output-dir", str(folder / "uninterrupted"))}
+    return {
+        "one": _run(ONE_PROCESS, folder / "one.pt"),
+        "two": _run(TWO_PROCESSES, folder / "two.pt", "--output-dir", str(folder / "uninterrupted")),
+    }
 
 
 def test_two_processes_give_the_weights_of_one_with_the_same_global_batch(runs):
@@ -84,6 +95,10 @@ def test_two_processes_killed_part_way_resume_and_end_where_an_uninterrupted_run
 def test_the_derived_tolerance_admits_measured_rounding_and_refuses_a_wrong_step():
     n_params = sum(w.numel() for w in tiny_llama().parameters())
     tolerance = weight_tolerance(STEPS, LEARNING_RATE, n_params)
-    assert 1.04e-5 < tolerance < LEARNING_RATE / 100  # the user's measurement at batch 4 passes; a step 1% off does not
+    assert (
+        1.04e-5 < tolerance < LEARNING_RATE / 100
+    )  # the user's measurement at batch 4 passes; a step 1% off does not
     assert weight_tolerance(6, LEARNING_RATE, n_params) == 2 * tolerance  # grows with the steps
-    assert weight_tolerance(STEPS, LEARNING_RATE, n_params, torch.bfloat16) > 10_000 * tolerance  # and with the dtype's eps
+    assert (
+        weight_tolerance(STEPS, LEARNING_RATE, n_params, torch.bfloat16) > 10_000 * tolerance
+    )  # and with the dtype's eps

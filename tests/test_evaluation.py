@@ -1,8 +1,8 @@
 import pytest
 
+from dpo_utils.config import DATA_DIR
 from dpo_utils.evaluation import _cut_after_eos, vader_reward
 from dpo_utils.sentiment import build_preference_rows, load_prompts
-from dpo_utils.config import DATA_DIR
 
 
 def test_cut_after_eos_keeps_eos_and_drops_padding():
@@ -17,15 +17,26 @@ def test_vader_scores_sentiment_in_the_right_direction():
 
 def test_pairs_take_best_against_worst_and_drop_small_gaps():
     prompts = [[{"role": "user", "content": "p0"}], [{"role": "user", "content": "p1"}]]
-    samples = [(0, None, None, "great"), (0, None, None, "bad"), (0, None, None, "ok"),
-               (1, None, None, "same"), (1, None, None, "same too")]
+    samples = [
+        (0, None, None, "great"),
+        (0, None, None, "bad"),
+        (0, None, None, "ok"),
+        (1, None, None, "same"),
+        (1, None, None, "same too"),
+    ]
     rows = build_preference_rows(prompts, samples, [0.9, -0.8, 0.1, 0.30, 0.25], pairs_per_prompt=2, min_gap=0.1)
-    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [("great", "bad"), ("great", "ok")]
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [
+        ("great", "bad"),
+        ("great", "ok"),
+    ]
     assert rows[0]["prompt"] == prompts[0]
 
 
 def test_shipped_prompts_have_disjoint_train_and_test_splits():
-    train, test = load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "train"), load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "test")
+    train, test = (
+        load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "train"),
+        load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "test"),
+    )
     assert len(train) == 36 and len(test) == 12
     assert not {t[0]["content"] for t in train} & {t[0]["content"] for t in test}
     with pytest.raises(ValueError, match="no prompts with split='dev'"):

@@ -9,8 +9,12 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from dpo_utils.evaluation import (heldout_accuracy_by_prompt, heldout_preference_metrics, logratios_during_training,
-                                  pair_logratios)
+from dpo_utils.evaluation import (
+    heldout_accuracy_by_prompt,
+    heldout_preference_metrics,
+    logratios_during_training,
+    pair_logratios,
+)
 from dpo_utils.judging import mean_with_prompt_interval
 from dpo_utils.plotting import plot_logratios
 from dpo_utils.trainer import DPOConfig, DPOTrainer, batch_logprobs
@@ -47,8 +51,10 @@ def test_logratios_refuse_steps_already_passed_and_mismatched_reference_rows():
 
 
 def test_plot_logratios_draws_both_means_and_the_zero_line():
-    rows = [{"step": 0, "chosen": torch.zeros(4), "rejected": torch.zeros(4)},
-            {"step": 5, "chosen": torch.tensor([1.0, 2.0, 3.0, 4.0]), "rejected": torch.tensor([-1.0, -2.0, -3.0, -6.0])}]
+    rows = [
+        {"step": 0, "chosen": torch.zeros(4), "rejected": torch.zeros(4)},
+        {"step": 5, "chosen": torch.tensor([1.0, 2.0, 3.0, 4.0]), "rejected": torch.tensor([-1.0, -2.0, -3.0, -6.0])},
+    ]
     lines = {line.get_label(): line for line in plot_logratios(rows).axes[0].get_lines()}
     assert list(lines["chosen (mean of 4 pairs)"].get_ydata()) == [0.0, 2.5]
     assert list(lines["rejected (mean of 4 pairs)"].get_ydata()) == [0.0, -3.0]
@@ -72,7 +78,9 @@ def test_mean_with_prompt_interval_resamples_prompts_not_items():
 
 def test_heldout_accuracy_by_prompt_matches_the_pooled_accuracy_and_counts_prompts():
     pairs = make_pairs(6)
-    pairs = [dataclasses.replace(pair, prompt_ids=pairs[i // 2 * 2].prompt_ids) for i, pair in enumerate(pairs)]  # 3 prompts
+    pairs = [
+        dataclasses.replace(pair, prompt_ids=pairs[i // 2 * 2].prompt_ids) for i, pair in enumerate(pairs)
+    ]  # 3 prompts
     reference = tiny_llama(seed=0)
     policy = tiny_llama(seed=1)  # another model: margins are not all 0
     result = heldout_accuracy_by_prompt(policy, pairs, 0, 0.5, reference)

@@ -11,9 +11,13 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
 
 def test_notebook_script_keeps_code_cells_in_order_and_drops_magics(tmp_path):
-    notebook = {"cells": [{"cell_type": "markdown", "source": ["# title"]},
-                          {"cell_type": "code", "source": ["%matplotlib inline\n", "x = 1\n"]},
-                          {"cell_type": "code", "source": ["!pip install foo\n", "print(x + 1)"]}]}
+    notebook = {
+        "cells": [
+            {"cell_type": "markdown", "source": ["# title"]},
+            {"cell_type": "code", "source": ["%matplotlib inline\n", "x = 1\n"]},
+            {"cell_type": "code", "source": ["!pip install foo\n", "print(x + 1)"]},
+        ]
+    }
     path = tmp_path / "n.ipynb"
     path.write_text(json.dumps(notebook))
     script = runpy.run_path(str(SCRIPT), run_name="gpu_check")["notebook_script"](path)
@@ -25,8 +29,20 @@ def test_notebook_script_keeps_code_cells_in_order_and_drops_magics(tmp_path):
 
 def test_smoke_run_writes_a_report_of_every_part(tmp_path):
     report = tmp_path / "report.md"
-    out = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--report", str(report),
-                          "--notebooks", "01_mse_toy_gradient_descent"], capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--smoke",
+            "--report",
+            str(report),
+            "--notebooks",
+            "01_mse_toy_gradient_descent",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     text = report.read_text()
     assert text.startswith("# GPU check: none (CPU), ")

@@ -2,16 +2,20 @@
 
 import json
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_presets.py"
 
 
 def test_gpu_presets_script_trains_every_preset_at_tiny_shapes(tmp_path):
-    out = subprocess.run([sys.executable, str(SCRIPT), "--shrink", "--steps", "2", "--json", str(tmp_path / "r.json")],
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--shrink", "--steps", "2", "--json", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     results = {r["preset"]: r for r in json.loads((tmp_path / "r.json").read_text())}
     assert set(results) == {"t4", "mid-gpu", "large-gpu"}, out.stdout
@@ -36,7 +40,9 @@ print("torch imported:", "torch" in sys.modules)
 
 def test_without_a_gpu_it_says_so_before_importing_torch():
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", WITHOUT_A_GPU, str(SCRIPT)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", WITHOUT_A_GPU, str(SCRIPT)], capture_output=True, text=True, timeout=120
+    )
     assert "exit: no GPU found" in out.stdout and "--shrink" in out.stdout, out.stdout + out.stderr[-2000:]
     assert "torch imported: False" in out.stdout
     assert time.perf_counter() - start < 60

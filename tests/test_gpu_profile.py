@@ -15,9 +15,15 @@ from dpo_utils.iterative import run_rounds
 from dpo_utils.models import DEFAULT_MODEL, ensure_pad_token, pick_device_and_dtype, resolve_model_path
 from dpo_utils.precision import GPU_PROFILE_VARIABLE, NumericalFailureError, default_mixed_precision, gpu_profile
 from dpo_utils.presets import hardware_preset_name, pick_preset
+from dpo_utils.trainer import (
+    DPOConfig,
+    DPOTrainer,
+    ReferenceLogprobs,
+    StaleCheckpointError,
+    compute_reference_logprobs,
+    reference_logprobs,
+)
 from tests.helpers import TinyTokenizer, make_pairs
-from dpo_utils.trainer import (DPOConfig, DPOTrainer, ReferenceLogprobs, StaleCheckpointError, compute_reference_logprobs,
-                               reference_logprobs)
 
 PRECISIONS = ("no", "bf16", "fp16")
 
@@ -58,9 +64,18 @@ def shipped_pairs(tokenizer):
 
 def tiny_model(vocab_size, pad_token_id=0, eos_token_id=2):
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         pad_token_id=pad_token_id, eos_token_id=eos_token_id, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -92,18 +107,27 @@ def test_step_one_is_log_2_with_reference_logprobs_computed_once_for_several_run
     assert reference_logps.mixed_precision == precision
     for config in runs:
         policy = copy.deepcopy(reference).requires_grad_(True)
-        _assert_starts_at_log_2(DPOTrainer(policy, tokenizer, shipped_pairs, config, None, reference_logps).train_step())
+        _assert_starts_at_log_2(
+            DPOTrainer(policy, tokenizer, shipped_pairs, config, None, reference_logps).train_step()
+        )
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_step_one_is_log_2_in_the_first_round_of_iterative_dpo(tokenizer, tmp_path, precision):
     """Notebook 11: run_rounds computes the reference log-probs from the reference model."""
     reference = model_for(tokenizer).requires_grad_(False)
-    rows = [{"prompt": [{"role": "user", "content": f"Review film {k}."}],
-             "chosen": [{"role": "assistant", "content": "A fine film, well acted and moving." * (k + 1)}],
-             "rejected": [{"role": "assistant", "content": "Dull."}]} for k in range(4)]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Review film {k}."}],
+            "chosen": [{"role": "assistant", "content": "A fine film, well acted and moving." * (k + 1)}],
+            "rejected": [{"role": "assistant", "content": "Dull."}],
+        }
+        for k in range(4)
+    ]
     config = DPOConfig(batch_size=4, max_steps=1, mixed_precision=precision, save_final_model=False)
-    summary = run_rounds(copy.deepcopy(reference).requires_grad_(True), reference, tokenizer, rows, None, [config], tmp_path)
+    summary = run_rounds(
+        copy.deepcopy(reference).requires_grad_(True), reference, tokenizer, rows, None, [config], tmp_path
+    )
     _assert_starts_at_log_2(summary[0]["history"][0])
 
 
@@ -113,7 +137,9 @@ def test_reference_logprobs_of_another_precision_are_refused(tokenizer, shipped_
     with pytest.raises(ValueError, match="mixed_precision='no'.*'bf16'"):
         DPOTrainer(copy.deepcopy(reference), tokenizer, shipped_pairs, DPOConfig(mixed_precision="bf16"), None, fp32)
     with pytest.raises(TypeError, match="ReferenceLogprobs"):  # a bare tensor does not say its precision
-        DPOTrainer(copy.deepcopy(reference), tokenizer, shipped_pairs, DPOConfig(mixed_precision="no"), None, fp32.values)
+        DPOTrainer(
+            copy.deepcopy(reference), tokenizer, shipped_pairs, DPOConfig(mixed_precision="no"), None, fp32.values
+        )
 
 
 def test_a_checkpoint_whose_reference_has_another_precision_is_not_resumed(monkeypatch, tmp_path):
@@ -134,8 +160,11 @@ def test_non_finite_logits_while_sampling_stop_with_the_precision_and_advice(tok
     model = model_for(tokenizer)
     _plant_overflow(model)
     prompts = [[{"role": "user", "content": "Review a film."}]]
-    with pytest.raises(NumericalFailureError, match=r"non-finite logits.*mixed_precision='fp16' \(weights float32\)"
-                                                    r".*float32.*GiB of a T4"):
+    with pytest.raises(
+        NumericalFailureError,
+        match=r"non-finite logits.*mixed_precision='fp16' \(weights float32\)"
+        r".*float32.*GiB of a T4",
+    ):
         sample_completions(model, tokenizer, prompts, max_new_tokens=4, mixed_precision="fp16")
 
 
@@ -158,7 +187,9 @@ def test_samples_of_one_repeated_token_are_refused_in_half_precision_only():
 
 
 def test_reference_logprobs_carry_their_precision_through_a_checkpoint(tmp_path):
-    trainer = DPOTrainer(tiny_model(64), TinyTokenizer(), _pairs_of_ids(), DPOConfig(batch_size=4, max_steps=1), tmp_path)
+    trainer = DPOTrainer(
+        tiny_model(64), TinyTokenizer(), _pairs_of_ids(), DPOConfig(batch_size=4, max_steps=1), tmp_path
+    )
     trainer.train()
     state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=False)
     assert state["reference_logps"]["mixed_precision"] == "no"

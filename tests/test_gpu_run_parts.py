@@ -9,8 +9,7 @@ from dpo_utils.judging import win_rate
 from dpo_utils.lora import attach_lora, reference_of, trainable_parameters
 from dpo_utils.presets import PRESETS, SHIPPED_DATASET, pick_preset
 from dpo_utils.trainer import DPOConfig, DPOTrainer, compute_reference_logprobs
-from tests.helpers import tiny_llama
-from tests.helpers import TinyTokenizer, make_pairs
+from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
 
 def test_presets_fit_their_machines_and_the_reduced_size_only_shrinks():
@@ -29,14 +28,25 @@ def test_presets_fit_their_machines_and_the_reduced_size_only_shrinks():
         pick_preset("tpu")
 
 
-@pytest.mark.parametrize("gib, bf16, expected", [(15.0, False, "t4"), (22.5, True, "mid-gpu"), (24.0, False, "t4"),
-                                                 (39.5, True, "mid-gpu"), (79.2, True, "large-gpu"), (139.8, True, "large-gpu")],
-                         ids=["T4", "L4", "24GB-without-bf16", "A100-40GB", "H100", "H200"])
+@pytest.mark.parametrize(
+    "gib, bf16, expected",
+    [
+        (15.0, False, "t4"),
+        (22.5, True, "mid-gpu"),
+        (24.0, False, "t4"),
+        (39.5, True, "mid-gpu"),
+        (79.2, True, "large-gpu"),
+        (139.8, True, "large-gpu"),
+    ],
+    ids=["T4", "L4", "24GB-without-bf16", "A100-40GB", "H100", "H200"],
+)
 def test_the_preset_is_picked_by_memory_and_bf16_support(monkeypatch, gib, bf16, expected):
     from types import SimpleNamespace
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(total_memory=int(gib * 2**30)))
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda index: SimpleNamespace(total_memory=int(gib * 2**30))
+    )
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
     monkeypatch.delenv("DPO_TUTORIAL_PRESET", raising=False)
     assert pick_preset().name == expected
@@ -51,7 +61,12 @@ def test_offline_a_gpu_preset_keeps_its_code_path_on_the_shipped_data(monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     offline = pick_preset("t4")
     assert (offline.dataset, offline.judge) == (str(SHIPPED_DATASET), "vader")
-    assert (offline.dtype, offline.mixed_precision, offline.lora_rank, offline.activation_checkpointing) == ("float16", "fp16", 16, True)
+    assert (offline.dtype, offline.mixed_precision, offline.lora_rank, offline.activation_checkpointing) == (
+        "float16",
+        "fp16",
+        16,
+        True,
+    )
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert pick_preset("t4").dataset == PRESETS["t4"].dataset
 
@@ -78,7 +93,11 @@ def test_lora_reference_is_the_base_model_and_training_moves_only_the_adapter():
     assert not torch.allclose(compute_reference_logprobs(policy, pairs, 0), base_logps, atol=1e-4)
     with reference_of(policy) as reference:
         assert torch.allclose(compute_reference_logprobs(reference, pairs, 0), base_logps, atol=1e-6)
-    frozen = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in policy.state_dict().items() if "lora_" not in k}
+    frozen = {
+        k.replace("base_model.model.", "").replace(".base_layer", ""): v
+        for k, v in policy.state_dict().items()
+        if "lora_" not in k
+    }
     assert all(torch.equal(frozen[k], before[k]) for k in before)
     metrics = heldout_preference_metrics(policy, pairs, 0, beta=0.5)
     assert metrics["accuracy"] > 0.5 and metrics["loss"] < 0.69  # the pairs it trained on
@@ -91,14 +110,23 @@ def test_full_fine_tuning_needs_an_explicit_reference():
 
 
 def test_implicit_prompts_are_extracted_and_length_filter_drops_long_rows(tmp_path):
-    user, a, b = {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}
-    assert extract_prompt({"chosen": [user, a], "rejected": [user, b]}) == {"prompt": [user], "chosen": [a], "rejected": [b]}
+    user, a, b = (
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a"},
+        {"role": "assistant", "content": "b"},
+    )
+    assert extract_prompt({"chosen": [user, a], "rejected": [user, b]}) == {
+        "prompt": [user],
+        "chosen": [a],
+        "rejected": [b],
+    }
     explicit = {"prompt": "p", "chosen": "a", "rejected": "b"}
     assert extract_prompt(explicit) is explicit
 
     class WordTokenizer:
         eos_token = "</s>"
         chat_template = None
+
         def __call__(self, text, add_special_tokens=False):
             return {"input_ids": [hash(w) % 1000 for w in text.split()]}
 
@@ -122,7 +150,9 @@ def test_shipped_pairs_split_for_the_offline_preset():
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
     ensure_pad_token(tokenizer)
     cpu = PRESETS["cpu"]
-    train, test = load_preference_splits(cpu.dataset, tokenizer, cpu.train_pairs, cpu.test_pairs, cpu.max_prompt_length, cpu.max_completion_length)
+    train, test = load_preference_splits(
+        cpu.dataset, tokenizer, cpu.train_pairs, cpu.test_pairs, cpu.max_prompt_length, cpu.max_completion_length
+    )
     assert (len(train), len(test)) == (48, 24) and cpu.dataset == str(SHIPPED_DATASET)
     assert {repr(r["prompt"]) for r in train}.isdisjoint({repr(r["prompt"]) for r in test})
 
@@ -133,7 +163,9 @@ def test_win_rate_counts_ties_as_half_and_gives_an_interval():
     assert result["rate"] == pytest.approx(2.5 / 4)
     assert result["low"] < result["rate"] < result["high"]
     many = win_rate([1] * 300 + [0] * 100, [0] * 300 + [1] * 100)  # independent comparisons: the normal interval
-    assert many["rate"] == 0.75 and many["high"] - many["low"] == pytest.approx(2 * 1.96 * (0.75 * 0.25 / 400) ** 0.5, rel=0.1)
+    assert many["rate"] == 0.75 and many["high"] - many["low"] == pytest.approx(
+        2 * 1.96 * (0.75 * 0.25 / 400) ** 0.5, rel=0.1
+    )
     with pytest.raises(ValueError, match="matched"):
         win_rate([1, 2], [1])
 
@@ -157,8 +189,16 @@ def test_reward_model_judge_scores_each_conversation_the_same_alone_or_in_a_padd
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
     ensure_pad_token(tokenizer)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     LlamaForSequenceClassification(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     judge = reward_model_judge(str(tmp_path), device="cpu", batch_size=4)
@@ -179,7 +219,9 @@ def test_t4_code_path_gradient_checkpointing_with_lora_gives_the_same_step():
 
             enable_activation_checkpointing(policy)
             assert any(getattr(module, "gradient_checkpointing", False) for module in policy.modules())
-        config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=8, micro_batch_size=2, max_steps=2, share_prompt=False)
+        config = DPOConfig(
+            beta=0.5, learning_rate=1e-2, batch_size=8, micro_batch_size=2, max_steps=2, share_prompt=False
+        )
         trainer = DPOTrainer(policy, TinyTokenizer(), pairs, config)
         rows = [trainer.train_step() for _ in range(2)]
         results.append((rows[-1]["loss"], compute_reference_logprobs(policy, pairs, 0)))
@@ -191,10 +233,18 @@ def test_half_precision_base_with_fp32_adapters_trains_to_finite_values():
     """The t4 preset: an fp16 base, fp32 adapters (peft keeps them fp32), fp16 autocast with loss scaling."""
     policy = attach_lora(tiny_llama().to(torch.float16), rank=4)
     assert {p.dtype for p in policy.parameters() if p.requires_grad} == {torch.float32}
-    trainer = DPOTrainer(policy, TinyTokenizer(), make_pairs(), DPOConfig(beta=0.5, learning_rate=1e-2, max_steps=4,
-                                                                          mixed_precision="fp16"))
+    trainer = DPOTrainer(
+        policy,
+        TinyTokenizer(),
+        make_pairs(),
+        DPOConfig(beta=0.5, learning_rate=1e-2, max_steps=4, mixed_precision="fp16"),
+    )
     rows = [row for row in (trainer.train_step() for _ in range(4)) if not row["skipped"]]
-    assert len(rows) >= 3 and all(torch.isfinite(torch.tensor(row["loss"])) for row in rows) and rows[-1]["loss"] < rows[0]["loss"]
+    assert (
+        len(rows) >= 3
+        and all(torch.isfinite(torch.tensor(row["loss"])) for row in rows)
+        and rows[-1]["loss"] < rows[0]["loss"]
+    )
     assert {p.dtype for p in policy.parameters() if p.requires_grad} == {torch.float32}
 
 
@@ -209,11 +259,26 @@ def test_our_loss_equals_trls_for_a_lora_policy_far_from_its_reference():
 
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
     ensure_pad_token(tokenizer)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
     make = lambda: (torch.manual_seed(0), LlamaForCausalLM(config).eval())[1]
-    rows = [{"prompt": [{"role": "user", "content": f"Review film {i}."}], "chosen": [{"role": "assistant", "content": "Loved it, superb."}],
-             "rejected": [{"role": "assistant", "content": f"Hated it, {i} dull hours."}]} for i in range(4)]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Review film {i}."}],
+            "chosen": [{"role": "assistant", "content": "Loved it, superb."}],
+            "rejected": [{"role": "assistant", "content": f"Hated it, {i} dull hours."}],
+        }
+        for i in range(4)
+    ]
     pairs, _ = prepare_preference_data(rows, tokenizer)
     policy = attach_lora(make(), rank=4)
     trainer = DPOTrainer(policy, tokenizer, pairs, DPOConfig(beta=0.1, learning_rate=5e-2, batch_size=4, max_steps=4))

@@ -19,17 +19,27 @@ def pairs_of(rows):
 
 
 def test_best_sample_is_paired_with_the_worst_one_per_prompt():
-    samples = [(0, None, None, "great"), (0, None, None, "fine"), (0, None, None, "awful"),
-               (1, None, None, "good"), (1, None, None, "bad")]
+    samples = [
+        (0, None, None, "great"),
+        (0, None, None, "fine"),
+        (0, None, None, "awful"),
+        (1, None, None, "good"),
+        (1, None, None, "bad"),
+    ]
     rows = best_vs_worst_rows(PROMPTS, samples, [0.9, 0.2, -0.7, 0.5, -0.5])
     assert pairs_of(rows) == [("great", "awful"), ("good", "bad")]
     assert rows[0]["prompt"] == PROMPTS[0] and rows[1]["score_chosen"] == 0.5
 
 
 def test_ties_and_prompts_without_two_distinct_samples_give_no_pair():
-    samples = [(0, None, None, "tied a"), (0, None, None, "tied b"),           # best and worst tied
-               (1, None, None, "only one"), (1, None, None, "only one"),       # one distinct text
-               (2, None, None, "lonely"), (2, None, None, "  ")]               # the other one empty
+    samples = [
+        (0, None, None, "tied a"),
+        (0, None, None, "tied b"),  # best and worst tied
+        (1, None, None, "only one"),
+        (1, None, None, "only one"),  # one distinct text
+        (2, None, None, "lonely"),
+        (2, None, None, "  "),
+    ]  # the other one empty
     for min_gap in (0.0, 0.1):
         assert best_vs_worst_rows(PROMPTS, samples, [0.4, 0.4, 0.9, 0.9, 0.3, -0.9], min_gap=min_gap) == []
     # a gap below min_gap is dropped, the same gap above it is kept
@@ -49,9 +59,18 @@ def tokenizer():
 
 def tiny_model(tokenizer):
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -59,15 +78,26 @@ def length_reward(texts):
     return [len(text) / 100 for text in texts]  # deterministic, and samples of a random model differ in length
 
 
-FIRST_ROWS = [{"prompt": PROMPTS[k], "chosen": [{"role": "assistant", "content": f"A fine film, number {k}."}],
-               "rejected": [{"role": "assistant", "content": "Dull."}]} for k in range(3)]
+FIRST_ROWS = [
+    {
+        "prompt": PROMPTS[k],
+        "chosen": [{"role": "assistant", "content": f"A fine film, number {k}."}],
+        "rejected": [{"role": "assistant", "content": "Dull."}],
+    }
+    for k in range(3)
+]
 
 
 def run(policy, reference, tokenizer, folder):
-    make_rows = lambda current, r: on_policy_rows(current, tokenizer, PROMPTS, length_reward, n_samples=4, max_new_tokens=8,
-                                                  seed=100 + r, min_gap=0.0)
-    configs = [DPOConfig(beta=0.1, learning_rate=1e-2, batch_size=2, max_steps=3, save_every=1, seed=r, save_final_model=False)
-               for r in range(3)]
+    make_rows = lambda current, r: on_policy_rows(
+        current, tokenizer, PROMPTS, length_reward, n_samples=4, max_new_tokens=8, seed=100 + r, min_gap=0.0
+    )
+    configs = [
+        DPOConfig(
+            beta=0.1, learning_rate=1e-2, batch_size=2, max_steps=3, save_every=1, seed=r, save_final_model=False
+        )
+        for r in range(3)
+    ]
     return run_rounds(policy, reference, tokenizer, FIRST_ROWS, make_rows, configs, folder, max_completion_length=12)
 
 
@@ -104,4 +134,6 @@ def test_an_interrupted_round_resumes_and_ends_where_an_uninterrupted_loop_does(
     for name, weight in straight.state_dict().items():
         assert torch.allclose(weight, restarted.state_dict()[name], atol=1e-6), name
     assert [s["pairs"] for s in resumed] == [s["pairs"] for s in summaries]
-    assert json.loads((tmp_path / "resumed" / "round_1" / "round.json").read_text())["history"] == summaries[1]["history"]
+    assert (
+        json.loads((tmp_path / "resumed" / "round_1" / "round.json").read_text())["history"] == summaries[1]["history"]
+    )

@@ -22,7 +22,9 @@ def test_the_check_fails_when_samples_come_from_the_reference(monkeypatch):
     """The classic bug: completions sampled from the reference estimate -KL(ref || pi), about -1.2 nats here."""
     reference = tiny_model(seed=2)
     sample = evaluation.sample_completions
-    monkeypatch.setattr(evaluation, "sample_completions", lambda policy, *args, **kwargs: sample(reference, *args, **kwargs))
+    monkeypatch.setattr(
+        evaluation, "sample_completions", lambda policy, *args, **kwargs: sample(reference, *args, **kwargs)
+    )
     check = check_kl_estimator()
     assert not check.ok
     assert check.estimate == pytest.approx(-check.reverse_exact, abs=4 * check.sem)

@@ -41,8 +41,12 @@ def test_matches_token_by_token_loop():
 
 def test_empty_completion_is_an_error_not_nan():
     with pytest.raises(ValueError, match="no completion tokens"):
-        sequence_logprobs(torch.randn(2, 4, 5), torch.zeros(2, 4, dtype=torch.long),
-                          torch.tensor([[0, 1, 1, 0], [0, 0, 0, 0]]), average=True)
+        sequence_logprobs(
+            torch.randn(2, 4, 5),
+            torch.zeros(2, 4, dtype=torch.long),
+            torch.tensor([[0, 1, 1, 0], [0, 0, 0, 0]]),
+            average=True,
+        )
 
 
 def _pad(prompt, completion, length, side, pad_id=0):
@@ -60,11 +64,17 @@ def _pad(prompt, completion, length, side, pad_id=0):
 def test_padding_side_does_not_change_logprobs(side, make_model):
     model = make_model()
     rows = [([5, 6, 7], [8, 9, 2]), ([10, 11], [12, 13, 14, 2])]
-    alone = torch.cat([
-        model_sequence_logprobs(model, torch.tensor([p + c]), torch.ones(1, len(p + c), dtype=torch.long),
-                                torch.tensor([[0] * len(p) + [1] * len(c)]))
-        for p, c in rows
-    ])
+    alone = torch.cat(
+        [
+            model_sequence_logprobs(
+                model,
+                torch.tensor([p + c]),
+                torch.ones(1, len(p + c), dtype=torch.long),
+                torch.tensor([[0] * len(p) + [1] * len(c)]),
+            )
+            for p, c in rows
+        ]
+    )
     padded = [_pad(p, c, 9, side) for p, c in rows]
     ids, attn, comp = (torch.tensor([row[i] for row in padded]) for i in range(3))
     with torch.no_grad():

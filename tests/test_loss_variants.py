@@ -13,8 +13,7 @@ from dpo_utils.losses import OBJECTIVES, orpo_loss, preference_loss, simpo_loss
 from dpo_utils.preferences import expected_pair_counts
 from dpo_utils.tabular import kl_divergence, make_problem, total_variation, train_tabular_dpo
 from dpo_utils.trainer import DPOConfig, DPOTrainer
-from tests.helpers import tiny_llama
-from tests.helpers import TinyTokenizer, make_pairs
+from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
 
 def avg_logps(seed, n=6):
@@ -26,8 +25,14 @@ def test_simpo_matches_trl_cpo_trainer():
     from trl.experimental.cpo.cpo_trainer import CPOTrainer
 
     chosen, rejected = avg_logps(0), avg_logps(1)
-    fake = SimpleNamespace(alpha=0.0, loss_type="simpo", simpo_gamma=0.7, beta=2.5, label_smoothing=0.0,
-                           accelerator=SimpleNamespace(device="cpu"))
+    fake = SimpleNamespace(
+        alpha=0.0,
+        loss_type="simpo",
+        simpo_gamma=0.7,
+        beta=2.5,
+        label_smoothing=0.0,
+        accelerator=SimpleNamespace(device="cpu"),
+    )
     trl_losses, trl_chosen, trl_rejected = CPOTrainer.cpo_loss(fake, chosen, rejected)
     ours = simpo_loss(chosen, rejected, beta=2.5, gamma=0.7)
     assert torch.allclose(ours.losses, trl_losses)
@@ -90,17 +95,22 @@ def test_reference_free_objectives_need_no_reference_and_dpo_does():
 def test_tabular_simpo_without_margin_lands_on_the_reference_free_optimum():
     """With no reference and one-token responses, SimPO's optimum is softmax(r / beta), not pi*."""
     pb, beta = make_problem(seed=0), 0.5
-    policy, _ = train_tabular_dpo(pb, expected_pair_counts(pb.reward), beta, steps=3000, objective="simpo", simpo_gamma=0.0)
+    policy, _ = train_tabular_dpo(
+        pb, expected_pair_counts(pb.reward), beta, steps=3000, objective="simpo", simpo_gamma=0.0
+    )
     reference_free = torch.softmax(pb.reward / beta, dim=-1)
     assert total_variation(policy, reference_free) < 1e-3
     assert kl_divergence(policy, pb.ref_probs) > 2 * kl_divergence(
-        torch.softmax(torch.log(pb.ref_probs) + pb.reward / beta, -1), pb.ref_probs)
+        torch.softmax(torch.log(pb.ref_probs) + pb.reward / beta, -1), pb.ref_probs
+    )
 
 
 @pytest.mark.parametrize("objective", ["simpo", "orpo"])
 def test_trainer_reference_free_objective_lowers_its_loss_without_reference(objective):
     model, pairs = tiny_llama(), make_pairs()
-    config = DPOConfig(objective=objective, beta=2.0 if objective == "simpo" else 0.1, learning_rate=1e-2, batch_size=8, max_steps=4)
+    config = DPOConfig(
+        objective=objective, beta=2.0 if objective == "simpo" else 0.1, learning_rate=1e-2, batch_size=8, max_steps=4
+    )
     trainer = DPOTrainer(model, TinyTokenizer(), pairs, config)
     losses = [trainer.train_step()["loss"] for _ in range(4)]
     assert trainer.reference_logps is None
@@ -112,6 +122,8 @@ def test_trainer_nll_term_keeps_chosen_likelihood_higher():
     rows = {}
     for weight in (0.0, 2.0):
         model, pairs = tiny_llama(), make_pairs()
-        trainer = DPOTrainer(model, TinyTokenizer(), pairs, DPOConfig(beta=0.1, learning_rate=1e-2, nll_weight=weight, max_steps=5))
+        trainer = DPOTrainer(
+            model, TinyTokenizer(), pairs, DPOConfig(beta=0.1, learning_rate=1e-2, nll_weight=weight, max_steps=5)
+        )
         rows[weight] = [trainer.train_step() for _ in range(5)][-1]
     assert rows[2.0]["logps/chosen"] > rows[0.0]["logps/chosen"]

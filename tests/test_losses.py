@@ -64,8 +64,16 @@ def test_ipo_averages_each_log_ratio_over_its_tokens_like_trl():
     """TRL 1.16: ((h_w / |y_w| - h_l / |y_l|) - 1 / (2 beta))^2, written out with floats."""
     beta, (pc, pr, rc, rr), (n_w, n_l) = 0.25, (-5.0, -9.0, -6.0, -7.0), (3, 7)
     expected = ((pc - rc) / n_w - (pr - rr) / n_l - 1 / (2 * beta)) ** 2
-    out = dpo_loss(logps(pc), logps(pr), logps(rc), logps(rr), beta=beta, loss_type="ipo",
-                   chosen_lengths=logps(n_w), rejected_lengths=logps(n_l))
+    out = dpo_loss(
+        logps(pc),
+        logps(pr),
+        logps(rc),
+        logps(rr),
+        beta=beta,
+        loss_type="ipo",
+        chosen_lengths=logps(n_w),
+        rejected_lengths=logps(n_l),
+    )
     assert out.losses.item() == pytest.approx(expected)
     assert out.chosen_rewards.item() == pytest.approx(beta * (pc - rc))  # rewards stay summed, as TRL logs them
 
@@ -74,15 +82,24 @@ def test_ipo_sum_uses_summed_log_ratios_and_ignores_lengths():
     beta, (pc, pr, rc, rr) = 0.25, (-5.0, -9.0, -6.0, -7.0)
     expected = ((pc - rc) - (pr - rr) - 1 / (2 * beta)) ** 2
     for lengths in [(None, None), (logps(3), logps(7))]:
-        out = dpo_loss(logps(pc), logps(pr), logps(rc), logps(rr), beta=beta, loss_type="ipo_sum",
-                       chosen_lengths=lengths[0], rejected_lengths=lengths[1])
+        out = dpo_loss(
+            logps(pc),
+            logps(pr),
+            logps(rc),
+            logps(rr),
+            beta=beta,
+            loss_type="ipo_sum",
+            chosen_lengths=lengths[0],
+            rejected_lengths=lengths[1],
+        )
         assert out.losses.item() == pytest.approx(expected)
 
 
 def test_the_two_ipo_forms_differ_unless_completions_are_one_token():
     args = logps(-5.0), logps(-9.0), logps(-6.0), logps(-7.0)
-    ipo = lambda kind, n_w, n_l: dpo_loss(*args, beta=0.25, loss_type=kind, chosen_lengths=logps(n_w),
-                                          rejected_lengths=logps(n_l)).losses.item()
+    ipo = lambda kind, n_w, n_l: dpo_loss(
+        *args, beta=0.25, loss_type=kind, chosen_lengths=logps(n_w), rejected_lengths=logps(n_l)
+    ).losses.item()
     assert ipo("ipo", 1, 1) == pytest.approx(ipo("ipo_sum", 1, 1))
     assert ipo("ipo", 3, 7) == pytest.approx((1 / 3 + 2 / 7 - 2) ** 2) and ipo("ipo_sum", 3, 7) == pytest.approx(1.0)
 
@@ -91,10 +108,20 @@ def test_ipo_is_zero_at_its_target_per_token_gap():
     beta, n = 0.25, 4
     target = 1 / (2 * beta)  # per-token log-ratio gap where IPO's squared loss vanishes
     zero = logps(0.0)
-    out = dpo_loss(logps(n * target), zero, zero, zero, beta=beta, loss_type="ipo", chosen_lengths=logps(n),
-                   rejected_lengths=logps(2))
+    out = dpo_loss(
+        logps(n * target),
+        zero,
+        zero,
+        zero,
+        beta=beta,
+        loss_type="ipo",
+        chosen_lengths=logps(n),
+        rejected_lengths=logps(2),
+    )
     assert out.losses.item() == pytest.approx(0.0)
-    out = dpo_loss(zero, zero, zero, zero, beta=beta, loss_type="ipo", chosen_lengths=logps(n), rejected_lengths=logps(2))
+    out = dpo_loss(
+        zero, zero, zero, zero, beta=beta, loss_type="ipo", chosen_lengths=logps(n), rejected_lengths=logps(2)
+    )
     assert out.losses.item() == pytest.approx(target**2)
 
 
@@ -132,7 +159,10 @@ def test_bad_arguments_are_explained():
 def test_hand_derived_gradient_matches_autograd():
     """dL/dlogpi_w = -beta * sigmoid(r_l - r_w) and dL/dlogpi_l = +beta * sigmoid(r_l - r_w)."""
     torch.manual_seed(0)
-    pc, pr = torch.randn(6, dtype=torch.float64, requires_grad=True), torch.randn(6, dtype=torch.float64, requires_grad=True)
+    pc, pr = (
+        torch.randn(6, dtype=torch.float64, requires_grad=True),
+        torch.randn(6, dtype=torch.float64, requires_grad=True),
+    )
     rc, rr, beta = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64), 0.3
     out = dpo_loss(pc, pr, rc, rr, beta=beta)
     out.losses.sum().backward()

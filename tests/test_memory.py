@@ -15,8 +15,14 @@ TOLERANCE = 0.25  # the estimate must be within 25 % of the measured peak
 def measure(share: str, head: str) -> dict:
     # Large blocks go straight to mmap and back to the system on free: RSS follows live tensors.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "memory_probe.py"), share, head], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "memory_probe.py"), share, head],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -148,4 +148,6 @@ def test_a_partial_folder_is_kept_while_its_owner_may_be_writing_it(tmp_path):
             os.utime(path, (now - untouched, now - untouched))
     removed = models.remove_stale_partials(tmp_path, now)
     assert sorted(path.name for path in removed) == sorted(name for name, (_, gone) in folders.items() if gone)
-    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(name for name, (_, gone) in folders.items() if not gone)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        name for name, (_, gone) in folders.items() if not gone
+    )

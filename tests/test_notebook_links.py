@@ -82,8 +82,11 @@ def fragment_problems(target_path: Path, fragment: str) -> list[str]:
 
 
 def plain_mentions(path: Path) -> list[str]:
-    return [f"{path.name}, cell {cell_id}: {mention!r} is not a link"
-            for cell_id, line in markdown_lines(path) for mention in MENTION.findall(LINK.sub("", line))]
+    return [
+        f"{path.name}, cell {cell_id}: {mention!r} is not a link"
+        for cell_id, line in markdown_lines(path)
+        for mention in MENTION.findall(LINK.sub("", line))
+    ]
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda path: path.name[:2])
@@ -103,11 +106,16 @@ def test_the_notebooks_link_to_each_other_and_to_sections():
 
 
 def test_the_checks_catch_a_missing_file_a_missing_anchor_a_wrong_number_and_a_plain_mention(tmp_path, monkeypatch):
-    page = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
-        "## 1. Plain heading\n\n## 2 · Dotted heading\n\n"
-        "[notebook 01](01_x.ipynb) [notebook 02](00_page.ipynb) [notebook 00](00_page.ipynb#No-such-heading) "
-        "[notebook 00](00_page.ipynb#2-·-Dotted-heading) [fine](#1.-Plain-heading) and notebook 03 in passing.\n"
-        "```python\n# notebook 04 in code is not prose\n```")])
+    page = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell(
+                "## 1. Plain heading\n\n## 2 · Dotted heading\n\n"
+                "[notebook 01](01_x.ipynb) [notebook 02](00_page.ipynb) [notebook 00](00_page.ipynb#No-such-heading) "
+                "[notebook 00](00_page.ipynb#2-·-Dotted-heading) [fine](#1.-Plain-heading) and notebook 03 in passing.\n"
+                "```python\n# notebook 04 in code is not prose\n```"
+            )
+        ]
+    )
     nbformat.write(page, tmp_path / "00_page.ipynb")
     monkeypatch.setattr(sys.modules[__name__], "NOTEBOOKS", tmp_path)
     problems = link_problems(tmp_path / "00_page.ipynb")
@@ -117,4 +125,6 @@ def test_the_checks_catch_a_missing_file_a_missing_anchor_a_wrong_number_and_a_p
         "0 headings of 00_page.ipynb have the anchor #No-such-heading",
         "the heading '2 · Dotted heading' is not plain ASCII text, so its anchor differs between renderers",
     ]
-    assert plain_mentions(tmp_path / "00_page.ipynb") == ["00_page.ipynb, cell " + page.cells[0].id + ": 'notebook 03' is not a link"]
+    assert plain_mentions(tmp_path / "00_page.ipynb") == [
+        "00_page.ipynb, cell " + page.cells[0].id + ": 'notebook 03' is not a link"
+    ]

@@ -24,7 +24,9 @@ def bars_in_table_maths(source: str) -> list[str]:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name[:2])
 def test_no_table_row_has_a_bar_inside_its_maths(path):
     cells = nbformat.read(path, as_version=4).cells
-    found = [(cell.id, span) for cell in cells if cell.cell_type == "markdown" for span in bars_in_table_maths(cell.source)]
+    found = [
+        (cell.id, span) for cell in cells if cell.cell_type == "markdown" for span in bars_in_table_maths(cell.source)
+    ]
     assert found == [], f"{path.name}: write \\mid instead of | inside maths in a table: {found}"
 
 

@@ -15,11 +15,15 @@ def test_offline_model_loads_fast_after_conversion_and_generates(monkeypatch):
     assert time.perf_counter() - start < 15
     assert tok.pad_token_id != tok.eos_token_id
     assert getattr(model.config, "quantization_config", None) is None
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 2+2?"}],
-                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2+2?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
-    text = tok.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tok.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     assert len(text.strip()) > 0
 
 
@@ -31,4 +35,3 @@ def test_missing_model_without_fallback_names_the_problem(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotAvailableError, match="not a local folder"):
         load_model_and_tokenizer("nobody/no-such-model", fallback=False)
-

@@ -10,7 +10,9 @@ from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
 def test_bf16_autocast_step_at_a_tiny_learning_rate_changes_the_fp32_weights():
     model = tiny_llama()
-    trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(learning_rate=5e-7, mixed_precision="bf16", max_steps=1))
+    trainer = DPOTrainer(
+        model, TinyTokenizer(), make_pairs(), DPOConfig(learning_rate=5e-7, mixed_precision="bf16", max_steps=1)
+    )
     before = trainable_copy(model)
     trainer.train_step()
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -65,10 +67,15 @@ def _plant_overflow(model):
 
 def test_a_non_finite_step_is_skipped_counted_and_changes_nothing():
     model = tiny_llama()
-    trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(batch_size=8, learning_rate=1e-3, max_steps=3))
+    trainer = DPOTrainer(
+        model, TinyTokenizer(), make_pairs(), DPOConfig(batch_size=8, learning_rate=1e-3, max_steps=3)
+    )
     trainer.train_step()  # one good step, so AdamW has state to protect
     handle = _plant_overflow(model)
-    weights, adam = trainable_copy(model), {k: v.clone() for k, v in trainer.optimizer.state_dict()["state"][0].items()}
+    weights, adam = (
+        trainable_copy(model),
+        {k: v.clone() for k, v in trainer.optimizer.state_dict()["state"][0].items()},
+    )
     row = trainer.train_step()
     assert row["skipped"] == 1 and trainer.skipped_steps == 1
     assert fraction_changed(weights, model) == 0
@@ -80,8 +87,13 @@ def test_a_non_finite_step_is_skipped_counted_and_changes_nothing():
 
 def test_many_skipped_steps_in_a_row_stop_with_advice(tmp_path):
     model = tiny_llama()
-    trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(batch_size=8, max_steps=10, max_consecutive_skips=3),
-                         output_dir=tmp_path)
+    trainer = DPOTrainer(
+        model,
+        TinyTokenizer(),
+        make_pairs(),
+        DPOConfig(batch_size=8, max_steps=10, max_consecutive_skips=3),
+        output_dir=tmp_path,
+    )
     _plant_overflow(model)
     with pytest.raises(NonFiniteTrainingError, match="3 steps in a row"):
         trainer.train()
@@ -90,7 +102,9 @@ def test_many_skipped_steps_in_a_row_stop_with_advice(tmp_path):
 
 def test_fp16_run_trains_on_cpu_with_the_t4_code_path():
     model, pairs = tiny_llama(), make_pairs()
-    trainer = DPOTrainer(model, TinyTokenizer(), pairs, DPOConfig(beta=0.5, learning_rate=1e-2, mixed_precision="fp16", max_steps=6))
+    trainer = DPOTrainer(
+        model, TinyTokenizer(), pairs, DPOConfig(beta=0.5, learning_rate=1e-2, mixed_precision="fp16", max_steps=6)
+    )
     history = trainer.train()
     applied = [row["loss"] for row in history if not row["skipped"]]
     assert len(applied) >= 4 and applied[-1] < applied[0]

@@ -1,7 +1,11 @@
 import torch
 
 from dpo_utils.preferences import (
-    center_per_prompt, expected_pair_counts, fit_rewards, pairwise_nll, sample_pair_counts,
+    center_per_prompt,
+    expected_pair_counts,
+    fit_rewards,
+    pairwise_nll,
+    sample_pair_counts,
 )
 from dpo_utils.tabular import make_problem
 

@@ -24,7 +24,8 @@ def rename_warnings(call):
 def test_the_pattern_matches_the_messages_transformers_writes():
     model = tiny_llama()
     assert rename_warnings(lambda: model.is_gradient_checkpointing) == [
-        "`is_gradient_checkpointing` is deprecated and will be removed in v6. Use `is_activation_checkpointing` instead."]
+        "`is_gradient_checkpointing` is deprecated and will be removed in v6. Use `is_activation_checkpointing` instead."
+    ]
 
     def quietly():
         with quiet_checkpointing_renames():
@@ -46,9 +47,16 @@ def test_attaching_saving_and_loading_a_lora_adapter_is_quiet(tmp_path):
 def test_trls_loss_is_computed_quietly():
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
     ensure_pad_token(tokenizer)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     policy, reference = LlamaForCausalLM(config).eval(), LlamaForCausalLM(config).eval()
     rows = [{"prompt": "Rate the film.", "chosen": "Great.", "rejected": "Dull and long."}]

@@ -3,7 +3,12 @@ import pytest
 
 from dpo_utils.gradcheck import finite_difference_gradient, relative_error
 from dpo_utils.regression import (
-    closed_form_theta, gradient_descent, make_data, max_stable_lr, mse_gradient, mse_loss,
+    closed_form_theta,
+    gradient_descent,
+    make_data,
+    max_stable_lr,
+    mse_gradient,
+    mse_loss,
     per_sample_gradients,
 )
 

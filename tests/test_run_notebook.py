@@ -7,8 +7,9 @@ from dpo_utils import notebooks
 
 
 def tiny_notebook(path):
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import os\nprint(os.environ['DPO_TUTORIAL_SIZE'], open('data.txt').read())")])
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("import os\nprint(os.environ['DPO_TUTORIAL_SIZE'], open('data.txt').read())")]
+    )
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, path)
     (path.parent / "data.txt").write_text("read from the notebook's folder")
@@ -49,20 +50,29 @@ def test_full_run_stores_outputs_in_place(tmp_path, monkeypatch):
 def test_stored_progress_bar_is_its_final_state(tmp_path, monkeypatch):
     """A text bar's redraws (separate chunks joined by carriage returns) are stored as one line."""
     source = tmp_path / "bar.ipynb"
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import sys, time\n"
-        "print('before', flush=True)\n"
-        "for i in range(3):\n"
-        "    sys.stderr.write(f'\\rbar {i + 1}/3'); sys.stderr.flush(); time.sleep(0.3)\n"
-        "sys.stderr.write('\\n')\n"
-        "sys.stderr.write('gone 0/2\\r        \\r'); sys.stderr.flush()\n"
-        "print('after')")])
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import sys, time\n"
+                "print('before', flush=True)\n"
+                "for i in range(3):\n"
+                "    sys.stderr.write(f'\\rbar {i + 1}/3'); sys.stderr.flush(); time.sleep(0.3)\n"
+                "sys.stderr.write('\\n')\n"
+                "sys.stderr.write('gone 0/2\\r        \\r'); sys.stderr.flush()\n"
+                "print('after')"
+            )
+        ]
+    )
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, source)
     monkeypatch.setenv("DPO_TUTORIAL_SIZE", "full")
     notebooks.main([str(source)])
     outputs = nbformat.read(source, as_version=4).cells[0].outputs
-    assert [(o["name"], o["text"]) for o in outputs] == [("stdout", "before\n"), ("stderr", "bar 3/3\n"), ("stdout", "after\n")]
+    assert [(o["name"], o["text"]) for o in outputs] == [
+        ("stdout", "before\n"),
+        ("stderr", "bar 3/3\n"),
+        ("stdout", "after\n"),
+    ]
 
 
 def test_terminal_text_keeps_plain_lines_and_drops_blanked_bars():

@@ -22,21 +22,38 @@ def length_reward(texts):
 def setup():
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
     ensure_pad_token(tokenizer)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
-    return LlamaForCausalLM(config).eval(), tokenizer, load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "train")[:3]
+    return (
+        LlamaForCausalLM(config).eval(),
+        tokenizer,
+        load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "train")[:3],
+    )
 
 
 def test_the_helper_repeats_the_notebook_steps_exactly(setup, tmp_path):
     model, tokenizer, prompts = setup
     samples = sample_completions(model, tokenizer, prompts, 4, 6, seed=3)
-    rows = build_preference_rows(prompts, samples, length_reward([t for *_, t in samples]), pairs_per_prompt=2, min_gap=0.1)
+    rows = build_preference_rows(
+        prompts, samples, length_reward([t for *_, t in samples]), pairs_per_prompt=2, min_gap=0.1
+    )
     save_preference_jsonl(rows, tmp_path / "by_hand.jsonl")
-    pairs, _ = prepare_preference_data(tmp_path / "by_hand.jsonl", tokenizer, max_prompt_length=128, max_completion_length=7)
+    pairs, _ = prepare_preference_data(
+        tmp_path / "by_hand.jsonl", tokenizer, max_prompt_length=128, max_completion_length=7
+    )
 
-    made = sample_score_and_pair(model, tokenizer, prompts, 4, 6, tmp_path / "helper.jsonl", seed=3, reward_fn=length_reward)
+    made = sample_score_and_pair(
+        model, tokenizer, prompts, 4, 6, tmp_path / "helper.jsonl", seed=3, reward_fn=length_reward
+    )
     assert len(rows) >= 3  # the comparison has pairs to compare
     assert made.samples == samples and made.rows == rows and made.pairs == pairs
     assert (tmp_path / "helper.jsonl").read_text() == (tmp_path / "by_hand.jsonl").read_text()
@@ -45,8 +62,13 @@ def test_the_helper_repeats_the_notebook_steps_exactly(setup, tmp_path):
 
 def test_another_seed_gives_other_samples(setup, tmp_path):
     model, tokenizer, prompts = setup
-    first = sample_score_and_pair(model, tokenizer, prompts, 2, 6, tmp_path / "a.jsonl", seed=0, reward_fn=length_reward)
-    second = sample_score_and_pair(model, tokenizer, prompts, 2, 6, tmp_path / "b.jsonl", seed=1, reward_fn=length_reward)
+    first = sample_score_and_pair(
+        model, tokenizer, prompts, 2, 6, tmp_path / "a.jsonl", seed=0, reward_fn=length_reward
+    )
+    second = sample_score_and_pair(
+        model, tokenizer, prompts, 2, 6, tmp_path / "b.jsonl", seed=1, reward_fn=length_reward
+    )
     assert [s[2] for s in first.samples] != [s[2] for s in second.samples]
-    assert [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()] == \
-        [{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in first.rows]
+    assert [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()] == [
+        {k: row[k] for k in ("prompt", "chosen", "rejected")} for row in first.rows
+    ]

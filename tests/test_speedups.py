@@ -12,7 +12,7 @@ def batch(seed=0):
     ids = torch.randint(3, 60, (4, 12), generator=gen)
     attention = torch.ones_like(ids)
     attention[1, -3:] = 0  # right padding
-    attention[2, :2] = 0   # left padding
+    attention[2, :2] = 0  # left padding
     completion = torch.zeros_like(ids)
     completion[0, 5:] = 1
     completion[1, 4:9] = 1
@@ -26,23 +26,43 @@ def batch(seed=0):
 def test_lean_logprobs_match_full_logits_in_value_and_gradient(make_model, chunk_size):
     ids, attention, completion = batch()
     results = []
-    for fn in (lambda m: model_sequence_logprobs(m, ids, attention, completion),
-               lambda m: completion_logprobs_lean(m, ids, attention, completion, chunk_size=chunk_size)):
+    for fn in (
+        lambda m: model_sequence_logprobs(m, ids, attention, completion),
+        lambda m: completion_logprobs_lean(m, ids, attention, completion, chunk_size=chunk_size),
+    ):
         model = make_model()
         logps = fn(model)
         (logps * torch.tensor([1.0, -2.0, 0.5, 3.0])).sum().backward()
-        results.append((logps.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+        results.append(
+            (logps.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        )
     assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
 
 
-@pytest.mark.parametrize("speedup", [{"lean_logits": True}, {"lean_logits": True, "share_prompt": True},
-                                     {"fused_adamw": True}, {"compile": True}, {"padding_free": True, "share_prompt": False},
-                                     {"padding_free": True, "share_prompt": True},
-                                     {"share_prompt": True, "checkpointing": True},
-                                     {"padding_free": True, "share_prompt": True, "checkpointing": True}],
-                         ids=["lean", "shared", "fused-adamw", "compile", "padding-free", "padding-free-shared",
-                              "shared-checkpointed", "padding-free-shared-checkpointed"])
+@pytest.mark.parametrize(
+    "speedup",
+    [
+        {"lean_logits": True},
+        {"lean_logits": True, "share_prompt": True},
+        {"fused_adamw": True},
+        {"compile": True},
+        {"padding_free": True, "share_prompt": False},
+        {"padding_free": True, "share_prompt": True},
+        {"share_prompt": True, "checkpointing": True},
+        {"padding_free": True, "share_prompt": True, "checkpointing": True},
+    ],
+    ids=[
+        "lean",
+        "shared",
+        "fused-adamw",
+        "compile",
+        "padding-free",
+        "padding-free-shared",
+        "shared-checkpointed",
+        "padding-free-shared-checkpointed",
+    ],
+)
 def test_training_step_is_the_same_with_each_speedup(speedup, monkeypatch):
     import dpo_utils.logprobs
     import dpo_utils.trainer
@@ -66,7 +86,9 @@ def test_training_step_is_the_same_with_each_speedup(speedup, monkeypatch):
         rows = [trainer.train_step() for _ in range(2)]
         models.append((model, rows[-1]["loss"]))
     assert abs(models[0][1] - models[1][1]) < 1e-5
-    assert bool(packed_calls) == bool(speedup.get("padding_free") or speedup.get("checkpointing"))  # the packed path ran
+    assert bool(packed_calls) == bool(
+        speedup.get("padding_free") or speedup.get("checkpointing")
+    )  # the packed path ran
     if speedup.get("compile"):
         assert models[1][0].get_decoder()._compiled_call_impl is not None  # the compiled decoder really ran
     # AdamW moves every weight by about lr = 1e-2 a step whatever its gradient's size, so float
@@ -86,7 +108,9 @@ def test_shared_prompt_matches_two_full_sequences_in_value_and_gradient(make_mod
     batch = collate_pairs(pairs, 0)
     a = model_sequence_logprobs(full, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
     s = collate_shared_prompt(pairs, 0)
-    b = shared_prompt_logprobs(shared, s["prompt_ids"], s["prompt_mask"], s["completion_ids"], s["completion_mask"], chunk_size=3)
+    b = shared_prompt_logprobs(
+        shared, s["prompt_ids"], s["prompt_mask"], s["completion_ids"], s["completion_mask"], chunk_size=3
+    )
     (a * weights).sum().backward()
     (b * weights).sum().backward()
     assert torch.allclose(a, b, atol=1e-5)
@@ -101,8 +125,12 @@ from dpo_utils.data import TokenizedPair, collate_pairs  # noqa: E402
 
 def uneven_pairs():
     """Prompts and completions of different lengths, so padding would be needed."""
-    return [TokenizedPair([5, 6, 7], [8, 9, 2], [10, 2]), TokenizedPair([11], [12, 13, 14, 15, 2], [16, 17, 2]),
-            TokenizedPair([20, 21, 22, 23, 24, 25], [26, 2], [27, 28, 29, 30, 31, 32, 2]), TokenizedPair([33, 34], [2], [35, 2])]
+    return [
+        TokenizedPair([5, 6, 7], [8, 9, 2], [10, 2]),
+        TokenizedPair([11], [12, 13, 14, 15, 2], [16, 17, 2]),
+        TokenizedPair([20, 21, 22, 23, 24, 25], [26, 2], [27, 28, 29, 30, 31, 32, 2]),
+        TokenizedPair([33, 34], [2], [35, 2]),
+    ]
 
 
 def value_and_grads(model, fn, weights):
@@ -114,8 +142,11 @@ def value_and_grads(model, fn, weights):
 def reference(make_model, pairs):
     batch = collate_pairs(pairs, 0)
     weights = torch.linspace(-2.0, 3.0, 2 * len(pairs))
-    return weights, value_and_grads(make_model(), lambda m: model_sequence_logprobs(
-        m, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]), weights)
+    return weights, value_and_grads(
+        make_model(),
+        lambda m: model_sequence_logprobs(m, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]),
+        weights,
+    )
 
 
 def assert_same(a, b):
@@ -141,7 +172,9 @@ def test_packed_batch_matches_padded_sequences_in_value_and_gradient(make_model,
     packed = pack_pairs(pairs, share_prompt=share_prompt, row_length=row_length)
     if row_length:
         assert packed.input_ids.shape[0] == 1  # all sequences in one row: only the mask keeps them apart
-    assert_same(expected, value_and_grads(make_model(), lambda m: packed_pair_logprobs(m, packed, chunk_size=3), weights))
+    assert_same(
+        expected, value_and_grads(make_model(), lambda m: packed_pair_logprobs(m, packed, chunk_size=3), weights)
+    )
 
 
 def test_packing_computes_fewer_tokens_and_keeps_sequences_apart():
@@ -151,9 +184,15 @@ def test_packing_computes_fewer_tokens_and_keeps_sequences_apart():
     padded = collate_pairs(pairs, 0)["input_ids"].numel()
     separate, shared = pack_pairs(pairs, share_prompt=False), pack_pairs(pairs, share_prompt=True)
     prompts = sum(len(p.prompt_ids) for p in pairs)
-    assert separate.real.sum() == sum(2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs) < padded
+    assert (
+        separate.real.sum()
+        == sum(2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+        < padded
+    )
     assert shared.real.sum() == separate.real.sum() - prompts
-    assert shared.completion_mask.sum(-1).tolist() == [len(p.chosen_ids) for p in pairs] + [len(p.rejected_ids) for p in pairs]
+    assert shared.completion_mask.sum(-1).tolist() == [len(p.chosen_ids) for p in pairs] + [
+        len(p.rejected_ids) for p in pairs
+    ]
     # changing one pair leaves the others' log-probs as they were, though they share a row
     model = tiny_llama()
     before = packed_pair_logprobs(model, pack_pairs(pairs, row_length=64))
@@ -172,7 +211,9 @@ def test_prompt_sharing_works_under_activation_checkpointing(make_model):
     pairs = uneven_pairs()
     weights, expected = reference(make_model, pairs)
     model = make_model()
-    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable  # 5.x / 4.x name
+    enable = (
+        getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    )  # 5.x / 4.x name
     enable({"use_reentrant": False})
     model.train()
     for module in model.modules():  # train mode without dropout (GPT-2 has some), so it equals eval mode
@@ -180,7 +221,9 @@ def test_prompt_sharing_works_under_activation_checkpointing(make_model):
             module.p = 0.0
     assert checkpointing_active(model)
     s = collate_shared_prompt(pairs, 0)
-    assert_same(expected, value_and_grads(model, lambda m: shared_prompt_logprobs(m, *s.values(), chunk_size=3), weights))
+    assert_same(
+        expected, value_and_grads(model, lambda m: shared_prompt_logprobs(m, *s.values(), chunk_size=3), weights)
+    )
 
 
 def test_lean_logprobs_use_the_body_when_get_decoder_returns_the_whole_model():

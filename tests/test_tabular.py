@@ -2,7 +2,12 @@ import torch
 
 from dpo_utils.preferences import expected_pair_counts, sample_pair_counts
 from dpo_utils.tabular import (
-    kl_divergence, kl_objective, log_partition, make_problem, optimal_policy, total_variation,
+    kl_divergence,
+    kl_objective,
+    log_partition,
+    make_problem,
+    optimal_policy,
+    total_variation,
     train_tabular_dpo,
 )
 
@@ -59,8 +64,17 @@ def test_frontier_reward_at_kl_recovers_pi_star_and_bounds_other_policies():
     pb = make_problem(seed=0)
     for beta in (0.2, 1.0, 4.0):
         pi = optimal_policy(pb.ref_probs, pb.reward, beta)
-        assert abs(frontier_reward_at_kl(pb, kl_divergence(pi, pb.ref_probs).item()) - expected_reward(pi, pb.reward).item()) < 1e-6
+        assert (
+            abs(
+                frontier_reward_at_kl(pb, kl_divergence(pi, pb.ref_probs).item())
+                - expected_reward(pi, pb.reward).item()
+            )
+            < 1e-6
+        )
     gen = torch.Generator().manual_seed(3)
     for _ in range(50):  # no policy beats the frontier at its own KL
         other = torch.softmax(torch.log(pb.ref_probs) + torch.randn(4, 6, generator=gen, dtype=torch.float64), -1)
-        assert expected_reward(other, pb.reward).item() <= frontier_reward_at_kl(pb, kl_divergence(other, pb.ref_probs).item()) + 1e-9
+        assert (
+            expected_reward(other, pb.reward).item()
+            <= frontier_reward_at_kl(pb, kl_divergence(other, pb.ref_probs).item()) + 1e-9
+        )

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from dpo_utils.trainer import DPOConfig, DPOTrainer, StaleCheckpointError, batch_logprobs
 from dpo_utils.losses import dpo_loss
+from dpo_utils.trainer import DPOConfig, DPOTrainer, StaleCheckpointError, batch_logprobs
 from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
 
@@ -14,7 +14,9 @@ def batch_loss(model, pairs, ref):
 
 def test_one_step_lowers_the_dpo_loss_on_its_batch():
     model, pairs = tiny_llama(), make_pairs()
-    trainer = DPOTrainer(model, TinyTokenizer(), pairs, DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=8, max_steps=1))
+    trainer = DPOTrainer(
+        model, TinyTokenizer(), pairs, DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=8, max_steps=1)
+    )
     trainer.ensure_reference_logps()
     before = batch_loss(model, pairs, trainer.reference_logps.values)
     row = trainer.train_step()
@@ -55,7 +57,9 @@ def test_final_model_reloads_with_transformers(tmp_path):
     from transformers import AutoModelForCausalLM
 
     model = tiny_llama()
-    DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(max_steps=1, learning_rate=1e-2), output_dir=tmp_path).train()
+    DPOTrainer(
+        model, TinyTokenizer(), make_pairs(), DPOConfig(max_steps=1, learning_rate=1e-2), output_dir=tmp_path
+    ).train()
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
     ids = torch.tensor([[5, 6, 7]])
     assert torch.allclose(model(ids).logits, reloaded(ids).logits, atol=1e-6)
@@ -86,10 +90,17 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
     other_data = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(seed=1), config, output_dir=tmp_path)
     with pytest.raises(StaleCheckpointError, match="other data.*resume=False"):
         other_data.train()
-    other_beta = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(seed=0), DPOConfig(**{**config.__dict__, "beta": 0.1}),
-                            output_dir=tmp_path)
+    other_beta = DPOTrainer(
+        tiny_llama(),
+        TinyTokenizer(),
+        make_pairs(seed=0),
+        DPOConfig(**{**config.__dict__, "beta": 0.1}),
+        output_dir=tmp_path,
+    )
     with pytest.raises(StaleCheckpointError, match="beta: 0.5 -> 0.1"):
         other_beta.train()
     history = other_data.train(resume=False)  # starting fresh trains all steps, on the new pairs
     assert [row["step"] for row in history] == [1, 2]
-    assert DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(seed=1), config, output_dir=tmp_path).train() == history
+    assert (
+        DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(seed=1), config, output_dir=tmp_path).train() == history
+    )

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from dpo_utils import trainer as trainer_module
 from dpo_utils.losses import dpo_loss
 from dpo_utils.precision import fraction_changed, trainable_copy
-from dpo_utils import trainer as trainer_module
 from dpo_utils.trainer import DPOConfig, DPOTrainer, NonFiniteTrainingError, StaleCheckpointError
 from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
@@ -27,13 +27,17 @@ def plant_in_forward(model, value: float):
 @pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_a_non_finite_forward_pass_is_skipped_and_changes_nothing(value):
     model = tiny_llama()
-    trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(batch_size=8, learning_rate=1e-3, max_steps=4))
+    trainer = DPOTrainer(
+        model, TinyTokenizer(), make_pairs(), DPOConfig(batch_size=8, learning_rate=1e-3, max_steps=4)
+    )
     trainer.train_step()  # one good step, so AdamW has state to protect
     handle = plant_in_forward(model, value)
     weights = trainable_copy(model)
     adam = {k: v.clone() for k, v in trainer.optimizer.state_dict()["state"][0].items()}
     row = trainer.train_step()
-    assert row["skipped"] == 1 and trainer.skipped_steps == 1 and trainer.skip_reason.startswith("non-finite log-probs")
+    assert (
+        row["skipped"] == 1 and trainer.skipped_steps == 1 and trainer.skip_reason.startswith("non-finite log-probs")
+    )
     assert fraction_changed(weights, model) == 0
     for key, state in trainer.optimizer.state_dict()["state"][0].items():
         assert torch.equal(state, adam[key]), key
@@ -52,17 +56,29 @@ def test_repeated_nan_forward_passes_stop_with_the_last_good_checkpoint(tmp_path
         trainer.train()
     message = str(error.value)
     assert "3 steps in a row were skipped" in message and "non-finite log-probs or loss in the forward pass" in message
-    assert "holds the last good state" in message and "mixed_precision" not in message  # fp32 compute: no other precision to offer
+    assert (
+        "holds the last good state" in message and "mixed_precision" not in message
+    )  # fp32 compute: no other precision to offer
     assert trainer.skipped_steps == 3
     state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=False)
     assert state["skipped_steps"] == 3 and all(torch.equal(state["model"][name], good[name]) for name in good)
 
 
-@pytest.mark.parametrize("precision, advice", [("fp16", "mixed_precision='bf16' (where the GPU has it) or 'no' instead of 'fp16'"),
-                                                ("bf16", "mixed_precision='no' instead of 'bf16'")])
+@pytest.mark.parametrize(
+    "precision, advice",
+    [
+        ("fp16", "mixed_precision='bf16' (where the GPU has it) or 'no' instead of 'fp16'"),
+        ("bf16", "mixed_precision='no' instead of 'bf16'"),
+    ],
+)
 def test_the_advice_offers_only_other_precisions(precision, advice):
     model = tiny_llama()
-    trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(max_steps=3, max_consecutive_skips=1, mixed_precision=precision))
+    trainer = DPOTrainer(
+        model,
+        TinyTokenizer(),
+        make_pairs(),
+        DPOConfig(max_steps=3, max_consecutive_skips=1, mixed_precision=precision),
+    )
     trainer.ensure_reference_logps()  # a NaN reference pass stops at once (NumericalFailureError): plant after it
     plant_in_forward(model, float("nan"))
     with pytest.raises(NonFiniteTrainingError, match="1 steps in a row") as error:
@@ -87,8 +103,13 @@ def test_a_checkpoint_of_another_starting_model_is_not_resumed(tmp_path):
     with pytest.raises(StaleCheckpointError, match="another starting model.*resume=False"):
         DPOTrainer(other, TinyTokenizer(), make_pairs(), config, output_dir=tmp_path).train()
     assert fraction_changed(before, other) == 0  # not silently replaced by the old run's weights
-    same = DPOTrainer(tiny_llama(seed=0), TinyTokenizer(), make_pairs(), DPOConfig(**{**config.__dict__, "max_steps": 3}),
-                      output_dir=tmp_path)
+    same = DPOTrainer(
+        tiny_llama(seed=0),
+        TinyTokenizer(),
+        make_pairs(),
+        DPOConfig(**{**config.__dict__, "max_steps": 3}),
+        output_dir=tmp_path,
+    )
     assert [row["step"] for row in same.train()] == [1, 2, 3]  # the same start still resumes
 
 
@@ -97,15 +118,30 @@ def test_the_fingerprint_is_of_the_model_as_passed_in():
     start = trainer_module.model_fingerprint(model)
     trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(learning_rate=1e-2, max_steps=1))
     trainer.train_step()
-    assert trainer.model_digest == start != trainer_module.model_fingerprint(model) and trainer_module.model_fingerprint(tiny_llama()) == start
+    assert (
+        trainer.model_digest == start != trainer_module.model_fingerprint(model)
+        and trainer_module.model_fingerprint(tiny_llama()) == start
+    )
     assert trainer_module.model_fingerprint(tiny_llama(seed=1)) != start
 
 
 def test_the_fingerprint_of_a_1_5b_model_takes_well_under_a_second():
     """Qwen2.5-1.5B's 338 tensors (1.54e9 bf16 parameters, allocated but never written: only sampled pages are touched)."""
     hidden, kv, mlp, vocab = 1536, 256, 8960, 151936
-    shapes = [(vocab, hidden), (hidden,)] + 28 * [(hidden, hidden), (kv, hidden), (kv, hidden), (hidden, hidden), (hidden,), (kv,),
-                                                  (kv,), (mlp, hidden), (mlp, hidden), (hidden, mlp), (hidden,), (hidden,)]
+    shapes = [(vocab, hidden), (hidden,)] + 28 * [
+        (hidden, hidden),
+        (kv, hidden),
+        (kv, hidden),
+        (hidden, hidden),
+        (hidden,),
+        (kv,),
+        (kv,),
+        (mlp, hidden),
+        (mlp, hidden),
+        (hidden, mlp),
+        (hidden,),
+        (hidden,),
+    ]
     model = torch.nn.ParameterList([torch.nn.Parameter(torch.empty(shape, dtype=torch.bfloat16)) for shape in shapes])
     assert len(shapes) == 338 and 1.5e9 < sum(p.numel() for p in model.parameters()) < 1.6e9
     trainer_module.model_fingerprint(model)
@@ -117,20 +153,26 @@ def test_the_fingerprint_of_a_1_5b_model_takes_well_under_a_second():
 # 9. Settings checked at once
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"beta": 0.0}, "beta=0.0 must be positive"),
-    ({"beta": -0.1, "objective": "simpo"}, "beta=-0.1 must be positive"),
-    ({"loss_type": "sigmod"}, "loss_type='sigmod': choose one of"),
-    ({"label_smoothing": 0.5}, r"label_smoothing=0.5 must be in \[0, 0.5\)"),
-    ({"label_smoothing": -0.1}, r"label_smoothing=-0.1 must be in \[0, 0.5\)"),
-    ({"label_smoothing": 0.1, "loss_type": "ipo"}, "label_smoothing is not defined for loss_type='ipo'"),
-    ({"batch_size": 0}, "batch_size=0 must be a positive integer"),
-    ({"batch_size": 8, "micro_batch_size": 3}, r"micro_batch_size=3 must divide batch_size=8 \(one of \[1, 2, 4, 8\]\)"),
-    ({"micro_batch_size": 0}, "micro_batch_size=0 must divide"),
-    ({"max_grad_norm": 0.0}, "max_grad_norm=0.0 must be positive.*trains nothing.*float\\('inf'\\)"),
-    ({"max_consecutive_skips": 0}, "max_consecutive_skips=0 must be a positive integer"),
-    ({"save_every": 0}, "save_every=0 must be a positive number of steps"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"beta": 0.0}, "beta=0.0 must be positive"),
+        ({"beta": -0.1, "objective": "simpo"}, "beta=-0.1 must be positive"),
+        ({"loss_type": "sigmod"}, "loss_type='sigmod': choose one of"),
+        ({"label_smoothing": 0.5}, r"label_smoothing=0.5 must be in \[0, 0.5\)"),
+        ({"label_smoothing": -0.1}, r"label_smoothing=-0.1 must be in \[0, 0.5\)"),
+        ({"label_smoothing": 0.1, "loss_type": "ipo"}, "label_smoothing is not defined for loss_type='ipo'"),
+        ({"batch_size": 0}, "batch_size=0 must be a positive integer"),
+        (
+            {"batch_size": 8, "micro_batch_size": 3},
+            r"micro_batch_size=3 must divide batch_size=8 \(one of \[1, 2, 4, 8\]\)",
+        ),
+        ({"micro_batch_size": 0}, "micro_batch_size=0 must divide"),
+        ({"max_grad_norm": 0.0}, "max_grad_norm=0.0 must be positive.*trains nothing.*float\\('inf'\\)"),
+        ({"max_consecutive_skips": 0}, "max_consecutive_skips=0 must be a positive integer"),
+        ({"save_every": 0}, "save_every=0 must be a positive number of steps"),
+    ],
+)
 def test_bad_settings_are_refused_by_the_config(settings, message):
     with pytest.raises(ValueError, match=message):
         DPOConfig(**settings)
@@ -139,7 +181,9 @@ def test_bad_settings_are_refused_by_the_config(settings, message):
 def test_no_clipping_is_spelled_inf_and_trains():
     model = tiny_llama()
     before = trainable_copy(model)
-    DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(max_grad_norm=float("inf"), learning_rate=1e-3, max_steps=1)).train()
+    DPOTrainer(
+        model, TinyTokenizer(), make_pairs(), DPOConfig(max_grad_norm=float("inf"), learning_rate=1e-3, max_steps=1)
+    ).train()
     assert fraction_changed(before, model) > 0.5
 
 
@@ -147,14 +191,17 @@ class NoPadTokenizer(TinyTokenizer):
     pad_token_id = None
 
 
-@pytest.mark.parametrize("case, message", [
-    ("output_dir is a file", "output_dir is a file, not a folder"),
-    ("output_dir under a file", "output_dir's parent .* is a file"),
-    ("empty pairs", "pairs is empty: nothing to train on"),
-    ("batch larger than the data", "batch_size=8 is larger than the 5 pairs: every step would repeat pairs"),
-    ("no pad token", "the tokenizer has no pad token.*ensure_pad_token"),
-    ("empty completion", r"pairs \[1\] have an empty completion"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("output_dir is a file", "output_dir is a file, not a folder"),
+        ("output_dir under a file", "output_dir's parent .* is a file"),
+        ("empty pairs", "pairs is empty: nothing to train on"),
+        ("batch larger than the data", "batch_size=8 is larger than the 5 pairs: every step would repeat pairs"),
+        ("no pad token", "the tokenizer has no pad token.*ensure_pad_token"),
+        ("empty completion", r"pairs \[1\] have an empty completion"),
+    ],
+)
 def test_bad_trainer_inputs_are_refused_at_construction(tmp_path, case, message):
     (tmp_path / "a_file").write_text("")
     pairs, tokenizer, output_dir = make_pairs(), TinyTokenizer(), tmp_path / "run"
@@ -188,6 +235,7 @@ def test_weights_cast_to_bf16_after_construction_are_refused_at_the_next_step():
 
 def fill_the_disk(monkeypatch, error: Exception):
     """torch.save writes part of the file, then fails as it does when the disk is full."""
+
     def save(obj, path, *args, **kwargs):
         Path(path).write_bytes(b"PK\x03\x04 partial")
         raise error
@@ -195,8 +243,14 @@ def fill_the_disk(monkeypatch, error: Exception):
     monkeypatch.setattr(torch, "save", save)
 
 
-@pytest.mark.parametrize("error", [RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4416 vs 4304"),
-                                   OSError(errno.ENOSPC, "No space left on device")], ids=["zip-writer", "ENOSPC"])
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4416 vs 4304"),
+        OSError(errno.ENOSPC, "No space left on device"),
+    ],
+    ids=["zip-writer", "ENOSPC"],
+)
 def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypatch, error):
     config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=1, save_final_model=False)
     trainer = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path)
@@ -205,13 +259,19 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeyp
     history = (folder / "history.json").read_text()
     trainer.train_step()
     fill_the_disk(monkeypatch, error)
-    with pytest.raises(RuntimeError, match=f"no space left on the device while saving the checkpoint of step 2 to {folder}; "
-                                           "the partial file was removed and the previous checkpoint .* is intact") as caught:
+    with pytest.raises(
+        RuntimeError,
+        match=f"no space left on the device while saving the checkpoint of step 2 to {folder}; "
+        "the partial file was removed and the previous checkpoint .* is intact",
+    ) as caught:
         trainer.save_checkpoint()
     assert isinstance(caught.value, trainer_module.CheckpointSaveError)
     monkeypatch.undo()
     assert sorted(p.name for p in folder.iterdir()) == ["history.json", "state.pt"]
-    assert torch.load(folder / "state.pt", weights_only=False)["step"] == 1 and (folder / "history.json").read_text() == history
+    assert (
+        torch.load(folder / "state.pt", weights_only=False)["step"] == 1
+        and (folder / "history.json").read_text() == history
+    )
 
 
 def test_history_json_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):

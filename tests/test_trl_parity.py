@@ -23,8 +23,11 @@ def tokenizer():
 
 
 def chat(prompt, chosen, rejected):
-    return {"prompt": [{"role": "user", "content": prompt}], "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}]}
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }
 
 
 BOUNDARY_ROWS = {
@@ -34,9 +37,10 @@ BOUNDARY_ROWS = {
     "completion already ends with EOS": {"prompt": "Q:", "chosen": " yes<|im_end|>", "rejected": " no"},
     "conversational": chat("Review a film.", "Loved it.", "Hated it."),
     "conversational, completion starts with a newline": chat("Review a film.", "\nLoved it.", "...hated it."),
-    "conversational with a system message": {**chat("Hi", "Hello!", "Go away."),
-                                             "prompt": [{"role": "system", "content": "Be kind."},
-                                                        {"role": "user", "content": "Hi"}]},
+    "conversational with a system message": {
+        **chat("Hi", "Hello!", "Go away."),
+        "prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}],
+    },
 }
 
 
@@ -71,9 +75,17 @@ def test_a_merge_across_the_boundary_warns_and_names_the_lost_prompt_end(tokeniz
 
 
 def tiny_model(tokenizer, seed):
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
 
@@ -84,17 +96,28 @@ def our_loss(policy, reference, tokenizer, rows, beta, loss_type):
         chosen, rejected, counts = batch_logprobs(policy, pairs, tokenizer.pad_token_id)
         ref_chosen, ref_rejected, _ = batch_logprobs(reference, pairs, tokenizer.pad_token_id)
     n = len(pairs)
-    return preference_loss("dpo", chosen, rejected, counts[:n], counts[n:], ref_chosen, ref_rejected, beta=beta,
-                           loss_type=loss_type).losses.mean().item()
+    return (
+        preference_loss(
+            "dpo", chosen, rejected, counts[:n], counts[n:], ref_chosen, ref_rejected, beta=beta, loss_type=loss_type
+        )
+        .losses.mean()
+        .item()
+    )
 
 
 def test_ipo_and_dpo_losses_equal_trls_on_completions_of_unequal_length(tokenizer):
-    rows = [{"prompt": f"Review film {i}.", "chosen": "Loved it." * (i + 1), "rejected": f"Hated it, {i} dull hours."}
-            for i in range(4)]
+    rows = [
+        {"prompt": f"Review film {i}.", "chosen": "Loved it." * (i + 1), "rejected": f"Hated it, {i} dull hours."}
+        for i in range(4)
+    ]
     policy, reference = tiny_model(tokenizer, 0), tiny_model(tokenizer, 1)
-    theirs = {loss_type: trl_dpo_loss(policy, reference, tokenizer, rows, beta=0.1, loss_type=loss_type)
-              for loss_type in ("ipo", "sigmoid")}
+    theirs = {
+        loss_type: trl_dpo_loss(policy, reference, tokenizer, rows, beta=0.1, loss_type=loss_type)
+        for loss_type in ("ipo", "sigmoid")
+    }
     for loss_type, value in theirs.items():
-        assert our_loss(policy, reference, tokenizer, rows, 0.1, loss_type) == pytest.approx(value, rel=1e-5), loss_type
+        assert our_loss(policy, reference, tokenizer, rows, 0.1, loss_type) == pytest.approx(value, rel=1e-5), (
+            loss_type
+        )
     summed = our_loss(policy, reference, tokenizer, rows, 0.1, "ipo_sum")
     assert abs(summed - theirs["ipo"]) > 1.0  # the summed form is another loss: this test tells them apart
