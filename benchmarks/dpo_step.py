@@ -56,7 +56,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = {
-    "dpo_utils-padding-free": "as dpo_utils, sequences packed without padding (block-diagonal attention), prompt shared in each pack",
+    "dpo_utils-padding-free": (
+        "as dpo_utils, sequences packed without padding (block-diagonal attention), prompt shared in each pack"
+    ),
     "dpo_utils": "reference precomputed, one forward, prompt shared, LM head on completion tokens only",
     "dpo_utils-compile": "as dpo_utils, with the decoder torch.compile'd (GPU default set only)",
     "dpo_utils-no-sharing": "as dpo_utils, without prompt sharing",
@@ -380,25 +382,28 @@ def print_table(results, env, peak, peak_source):
     )
     s = env["settings"]
     print(
-        f"model {s['model']}, {s['pairs']} pairs a step, ~{s['prompt_tokens']} prompt / ~{s['completion_tokens']} completion tokens, "
-        f"activation checkpointing {s['checkpointing']}, median of {s['steps']} steps after a warm-up step, lr {s['lr']}"
+        f"model {s['model']}, {s['pairs']} pairs a step, "
+        f"~{s['prompt_tokens']} prompt / ~{s['completion_tokens']} completion tokens, "
+        f"activation checkpointing {s['checkpointing']}, "
+        f"median of {s['steps']} steps after a warm-up step, lr {s['lr']}"
     )
     if peak:
         print(
-            f"MFU = 6 N tokens/s / {peak:g} TFLOP/s ({peak_source}); N = {results[0]['matmul_params']:,} parameters in matmuls"
+            f"MFU = 6 N tokens/s / {peak:g} TFLOP/s ({peak_source}); "
+            f"N = {results[0]['matmul_params']:,} parameters in matmuls"
         )
     for kind in dict.fromkeys(r["lengths"] for r in results):
         rows = [r for r in results if r["lengths"] == kind]
         r0 = rows[0]
         print(f"\n{kind} lengths: {r0['tokens_per_step']} tokens a step ({r0['padded_tokens_per_step']} with padding)")
         print(
-            f"{'config':24s} {'s/step':>8s} {'tokens/s':>9s} {'CPU s/step':>10s} {'setup s':>8s} {'peak MB':>8s} {'final loss':>11s}"
-            + ("    MFU" if peak else "")
+            f"{'config':24s} {'s/step':>8s} {'tokens/s':>9s} {'CPU s/step':>10s} "
+            f"{'setup s':>8s} {'peak MB':>8s} {'final loss':>11s}" + ("    MFU" if peak else "")
         )
         for r in rows:
             line = (
-                f"{r['config']:24s} {r['s_per_step']:8.2f} {r['tokens_per_s']:9.0f} {r['cpu_s_per_step']:10.2f} {r['setup_s']:8.1f} "
-                f"{r['peak_mb']:8.0f} {r['final_loss']:11.5f}"
+                f"{r['config']:24s} {r['s_per_step']:8.2f} {r['tokens_per_s']:9.0f} {r['cpu_s_per_step']:10.2f} "
+                f"{r['setup_s']:8.1f} {r['peak_mb']:8.0f} {r['final_loss']:11.5f}"
             )
             print(line + (f" {100 * r['mfu']:5.1f}%" if peak else ""))
         by = {r["config"]: r for r in rows}
@@ -408,7 +413,8 @@ def print_table(results, env, peak, peak_source):
             for other in ("trl-default", "trl-precompute"):
                 if other in by:
                     print(
-                        f"{best['config']} vs {other}: {best['tokens_per_s'] / by[other]['tokens_per_s']:.2f}x tokens/s, "
+                        f"{best['config']} vs {other}: "
+                        f"{best['tokens_per_s'] / by[other]['tokens_per_s']:.2f}x tokens/s, "
                         f"{best['peak_mb'] / by[other]['peak_mb']:.2f}x peak memory"
                     )
 
@@ -487,7 +493,7 @@ def main():
                 f"--{k.replace('_', '-')}={v}" for k, v in options.items()
             ]
             out = subprocess.run(cmd, capture_output=True, text=True)
-            line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+            line = [text for text in out.stdout.splitlines() if text.startswith("RESULT ")]
             if not line:
                 print(f"{name} ({kind} lengths) failed:\n{out.stderr[-3000:]}")
                 continue

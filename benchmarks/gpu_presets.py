@@ -188,15 +188,16 @@ def main(argv=None) -> list[dict]:
         + (" (shrunk shapes)" if args.shrink else "")
     )
     print(
-        f"{'preset':10} {'card GiB':>8} {'estimate':>8} {'peak GiB':>8} {'s/step':>7} {'finite':>6} {'skipped':>7} {'changed':>8}"
+        f"{'preset':10} {'card GiB':>8} {'estimate':>8} {'peak GiB':>8} {'s/step':>7} "
+        f"{'finite':>6} {'skipped':>7} {'changed':>8}"
     )
     for r in results:
         if "error" in r:
             print(f"{r['preset']:10} failed: {r['error']}")
             continue
         print(
-            f"{r['preset']:10} {r['card_gib']:8.1f} {r['estimate_gib']:8.1f} {r['peak_gib']:8.1f} {r['seconds_per_step']:7.2f} "
-            f"{str(r['losses_finite']):>6} {r['skipped']:7d} {100 * r['changed']:7.2f}%"
+            f"{r['preset']:10} {r['card_gib']:8.1f} {r['estimate_gib']:8.1f} {r['peak_gib']:8.1f} "
+            f"{r['seconds_per_step']:7.2f} {str(r['losses_finite']):>6} {r['skipped']:7d} {100 * r['changed']:7.2f}%"
         )
     path = results_path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -84,8 +84,8 @@ class DataReport:
         if self.stats:
             s = self.stats
             lines.append(
-                f"  lengths: chosen {s['chosen_tokens']:.1f}, rejected {s['rejected_tokens']:.1f} tokens on average; chosen "
-                f"longer in {s['chosen_longer']:.0%}, shorter in {s['chosen_shorter']:.0%} of pairs"
+                f"  lengths: chosen {s['chosen_tokens']:.1f}, rejected {s['rejected_tokens']:.1f} tokens on average; "
+                f"chosen longer in {s['chosen_longer']:.0%}, shorter in {s['chosen_shorter']:.0%} of pairs"
             )
         return "\n".join(lines)
 

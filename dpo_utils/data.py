@@ -104,7 +104,8 @@ def read_preference_rows(source) -> tuple[list[tuple[int, str, dict | Preference
                     number,
                     f"line {number}",
                     PreferenceDataError(
-                        f"{path}, line {number}: not UTF-8 (byte 0x{raw[error.start]:02x} at byte {error.start + 1} of the line); "
+                        f"{path}, line {number}: not UTF-8 "
+                        f"(byte 0x{raw[error.start]:02x} at byte {error.start + 1} of the line); "
                         "save the file as UTF-8"
                     ),
                 )

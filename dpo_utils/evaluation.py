@@ -208,7 +208,8 @@ def pair_logratios(
     """``(n_pairs, 2)`` log-ratios :math:`\\log\\pi(y|x) - \\log\\pi_{ref}(y|x)` of chosen and rejected.
 
     ``reference_logps`` holds the reference's ``(chosen, rejected)`` log-probs of the same ``pairs``
-    (a tensor, or a :class:`~dpo_utils.trainer.ReferenceLogprobs`, whose precision is then used). The policy's are computed by
+    (a tensor, or a :class:`~dpo_utils.trainer.ReferenceLogprobs`, whose precision is then used). The policy's are
+    computed by
     :func:`~dpo_utils.trainer.compute_reference_logprobs` with ``logprob_options`` (``padding_side``,
     ``mode``, ``chunk_size``, ``mixed_precision``): with the options the reference log-probs were
     computed with, an untrained copy of the reference gives exactly 0.

@@ -7,7 +7,8 @@ new tokens, have few enough possible completions (:math:`1 + 4 + 16 + 64 = 85` p
 enumerate them all, so
 
 .. math::
-    \mathrm{KL}(\pi\,\|\,\pi_{ref}) = \frac{1}{|X|}\sum_{x}\sum_{y} \pi(y|x)\,\big[\log\pi(y|x) - \log\pi_{ref}(y|x)\big]
+    \mathrm{KL}(\pi\,\|\,\pi_{ref})
+    = \frac{1}{|X|}\sum_{x}\sum_{y} \pi(y|x)\,\big[\log\pi(y|x) - \log\pi_{ref}(y|x)\big]
 
 is an exact sum, computed from the models' next-token distributions without any of
 ``dpo_utils``' sampling or log-prob code. The estimate averages :math:`\log\pi - \log\pi_{ref}`

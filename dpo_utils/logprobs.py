@@ -367,7 +367,8 @@ def packed_pair_logprobs(model: torch.nn.Module, packed: PackedBatch, chunk_size
     attn = getattr(model.config, "_attn_implementation", "eager")
     if attn not in ("sdpa", "eager"):
         raise ValueError(
-            f"packed batches need a 4D attention mask: attn_implementation {attn!r} is not supported (use sdpa or eager)"
+            f"packed batches need a 4D attention mask: attn_implementation {attn!r} is not supported "
+            "(use sdpa or eager)"
         )
     device = next(model.parameters()).device
     packed = packed.to(device)

@@ -281,7 +281,8 @@ def _check_no_nan(**logps: torch.Tensor) -> None:
         if bad.any():
             kind = "NaN" if torch.isnan(values).any() else "inf"
             raise ValueError(
-                f"{name} contains {kind} (at index {bad.nonzero()[0].tolist()}): a numerical fault upstream (an fp16 "
-                "overflow, a diverged model), or log-probs averaged over an empty completion (0/0). DPOTrainer skips such "
+                f"{name} contains {kind} (at index {bad.nonzero()[0].tolist()}): "
+                "a numerical fault upstream (an fp16 overflow, a diverged model), "
+                "or log-probs averaged over an empty completion (0/0). DPOTrainer skips such "
                 "a step; when calling the loss yourself, find where these log-probs came from."
             )

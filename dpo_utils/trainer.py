@@ -704,7 +704,8 @@ class DPOTrainer:
             elif state["model_fingerprint"] != self.model_digest:
                 what = "a run from another starting model (other weights or another model config)"
             else:
-                what = f"a run with other settings or other data (its config: {_config_diff(state['config'], self.config)})"
+                diff = _config_diff(state["config"], self.config)
+                what = f"a run with other settings or other data (its config: {diff})"
             raise StaleCheckpointError(
                 f"{path} belongs to {what}. Resuming it would train the wrong thing. Start fresh with "
                 f"trainer.train(resume=False), another output_dir, or delete {path.parent}."
@@ -737,7 +738,10 @@ class DPOTrainer:
 
 
 def _is_disk_full(error: BaseException, folder: Path) -> bool:
-    """Whether a failed save ran out of space: ``ENOSPC``, or torch's zip writer failing with the disk (nearly) full."""
+    """Whether a failed save ran out of space.
+
+    ``ENOSPC``, or torch's zip writer failing with the disk (nearly) full.
+    """
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return True
     try:

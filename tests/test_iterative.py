@@ -113,7 +113,7 @@ def test_an_interrupted_round_resumes_and_ends_where_an_uninterrupted_loop_does(
     assert abs(summaries[1]["history"][0]["rewards/margins"]) > 1e-6
 
     # interrupt round 1 after its second optimizer step
-    real_step, calls = DPOTrainer.train_step, {"n": 0}
+    real_step = DPOTrainer.train_step
 
     def crashing_step(self):
         if self.config.seed == 1 and self.step == 2:

@@ -111,7 +111,8 @@ def test_the_checks_catch_a_missing_file_a_missing_anchor_a_wrong_number_and_a_p
             nbformat.v4.new_markdown_cell(
                 "## 1. Plain heading\n\n## 2 · Dotted heading\n\n"
                 "[notebook 01](01_x.ipynb) [notebook 02](00_page.ipynb) [notebook 00](00_page.ipynb#No-such-heading) "
-                "[notebook 00](00_page.ipynb#2-·-Dotted-heading) [fine](#1.-Plain-heading) and notebook 03 in passing.\n"
+                "[notebook 00](00_page.ipynb#2-·-Dotted-heading) [fine](#1.-Plain-heading) "
+                "and notebook 03 in passing.\n"
                 "```python\n# notebook 04 in code is not prose\n```"
             )
         ]

@@ -24,7 +24,8 @@ def rename_warnings(call):
 def test_the_pattern_matches_the_messages_transformers_writes():
     model = tiny_llama()
     assert rename_warnings(lambda: model.is_gradient_checkpointing) == [
-        "`is_gradient_checkpointing` is deprecated and will be removed in v6. Use `is_activation_checkpointing` instead."
+        "`is_gradient_checkpointing` is deprecated and will be removed in v6. "
+        "Use `is_activation_checkpointing` instead."
     ]
 
     def quietly():
@@ -36,7 +37,7 @@ def test_the_pattern_matches_the_messages_transformers_writes():
 
 def test_the_filter_hides_nothing_else():
     with quiet_checkpointing_renames(), pytest.warns(FutureWarning, match="something else"):
-        warnings.warn("`something else` is deprecated", FutureWarning)
+        warnings.warn("`something else` is deprecated", FutureWarning, stacklevel=2)
 
 
 def test_attaching_saving_and_loading_a_lora_adapter_is_quiet(tmp_path):

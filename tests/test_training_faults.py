@@ -126,7 +126,10 @@ def test_the_fingerprint_is_of_the_model_as_passed_in():
 
 
 def test_the_fingerprint_of_a_1_5b_model_takes_well_under_a_second():
-    """Qwen2.5-1.5B's 338 tensors (1.54e9 bf16 parameters, allocated but never written: only sampled pages are touched)."""
+    """Qwen2.5-1.5B's 338 tensors.
+
+    1.54e9 bf16 parameters, allocated but never written: only sampled pages are touched.
+    """
     hidden, kv, mlp, vocab = 1536, 256, 8960, 151936
     shapes = [(vocab, hidden), (hidden,)] + 28 * [
         (hidden, hidden),
