@@ -18,6 +18,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -32,6 +33,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 BADGE = re.compile(r"\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)")
+SECTION_LINK = re.compile(r"(\]\(\d\d_\w+\.ipynb)#([^)\s]+)")  # a link to a section of another notebook
 REPO_LINK = re.compile(r"(\]\(|href=\")\.\./([^)\"\s#]+)")
 
 
@@ -43,9 +45,17 @@ def repo_url() -> str:
 
 
 def book_markdown(source: str, url: str) -> str:
-    """A markdown cell as the book shows it: local badge image, repository files linked on GitHub."""
+    """A markdown cell as the book shows it: local badge image, repository files linked on GitHub,
+    section links with the book's anchors."""
     source = BADGE.sub("(colab-badge.svg)", source)
+    source = SECTION_LINK.sub(lambda m: f"{m.group(1)}#{book_anchor(m.group(2))}", source)
     return REPO_LINK.sub(lambda m: f"{m.group(1)}{url}/blob/main/{m.group(2)}", source)
+
+
+def book_anchor(jupyter_anchor: str) -> str:
+    """The book's (MyST's, GitHub-style) anchor of a heading, from JupyterLab's: JupyterLab keeps the
+    heading's case and punctuation and joins words with '-'; the book lowercases and drops punctuation."""
+    return re.sub(r"[^\w\- ]", "", unquote(jupyter_anchor).strip().lower()).replace(" ", "-")
 
 
 def prepare(src: Path) -> None:
@@ -95,9 +105,21 @@ def wait_for_mathjax(page, timeout_ms: int = 120_000) -> None:
     page.evaluate("MathJax.startup.promise.then(() => true)")
 
 
+SINGLE_PAGE_SECTION = re.compile(r'href="#document-[^"#]+#([^"]+)"')
+
+
+def single_page_links(html: Path) -> None:
+    """On the single page every chapter is a part of one document, so a link to a section of another
+    chapter (Sphinx writes ``#document-notebooks/05_x#section``) becomes the section's own anchor."""
+    text = html.read_text(encoding="utf-8")
+    html.write_text(SINGLE_PAGE_SECTION.sub(r'href="#\1"', text), encoding="utf-8")
+
+
 def print_pdf(html: Path, pdf: Path) -> None:
     """Print ``html`` (the single-page build) to an A4 ``pdf`` once MathJax has finished."""
     from playwright.sync_api import sync_playwright
+
+    single_page_links(html)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
