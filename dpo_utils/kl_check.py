@@ -19,6 +19,8 @@ bug each move it by many standard errors.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from dataclasses import dataclass
 
@@ -120,16 +122,17 @@ def check_kl_estimator(n_samples: int = 200, max_new_tokens: int = 3, seed: int 
     exact = [exact_kl(policy, reference, ids, max_new_tokens) for ids in prompt_ids]
     reverse = [exact_kl(reference, policy, ids, max_new_tokens)[0] for ids in prompt_ids]
     zero_reward = lambda texts: [0.0] * len(texts)
-    result = evaluate_policy(
-        policy,
-        reference,
-        tokenizer,
-        list(PROMPTS),
-        reward_fn=zero_reward,
-        n_samples=n_samples,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        mixed_precision="no",
-    )  # fp32, as the exact sum
+    with contextlib.redirect_stderr(io.StringIO()):  # no progress bars: a checked cell prints one line
+        result = evaluate_policy(
+            policy,
+            reference,
+            tokenizer,
+            list(PROMPTS),
+            reward_fn=zero_reward,
+            n_samples=n_samples,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            mixed_precision="no",
+        )  # fp32, as the exact sum
     mean = lambda values: sum(values) / len(values)
     return KLCheck(result["kl"], result["kl_sem"], mean([kl for kl, _ in exact]), mean(reverse), exact[0][1])
