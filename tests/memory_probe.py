@@ -1,11 +1,13 @@
 """Measure one DPO training step's peak memory on CPU (run in a fresh process by tests/test_memory.py).
 
 Prints JSON: the measured peak (RSS increase over the step plus the weights already loaded) and the
-estimate of dpo_utils.memory for the same shapes."""
+estimate of dpo_utils.memory for the same shapes. The peak is the kernel's high-water mark, reset
+just before the measured step: a lifetime maximum would also count pages that were resident
+earlier (the model's construction, the first step, library code the kernel has since reclaimed)."""
 
 import json
-import resource
 import sys
+from pathlib import Path
 
 import psutil
 import torch
@@ -17,6 +19,14 @@ from dpo_utils.trainer import DPOConfig, DPOTrainer
 from tests.helpers import TinyTokenizer
 
 PAIRS, PROMPT, COMPLETION = 8, 96, 96
+
+
+def high_water_mark() -> int:
+    """Peak resident set since the last reset, in bytes (VmHWM in /proc/self/status)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/self/status has no VmHWM line")
 
 
 def main(share_prompt: bool, lean_logits: bool) -> None:
@@ -52,9 +62,10 @@ def main(share_prompt: bool, lean_logits: bool) -> None:
         for t in s.values()
         if torch.is_tensor(t)
     )
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
     before = psutil.Process().memory_info().rss
     trainer.train_step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = high_water_mark()
     tokens, completion = step_tokens(PAIRS, PROMPT, COMPLETION, share_prompt)
     estimate = training_memory(config, tokens, completion, mixed_precision="no", lean_logits=lean_logits)
     print(json.dumps({"measured": peak - before + weights + adam, "estimate": estimate}))

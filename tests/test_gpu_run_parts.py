@@ -1,8 +1,11 @@
 """Notebook 08's parts: presets, LoRA reference, data splits, held-out metrics, win rate."""
 
+import warnings
+
 import pytest
 import torch
 
+from dpo_utils.data import PromptBoundaryWarning
 from dpo_utils.evaluation import heldout_preference_metrics
 from dpo_utils.hub_data import extract_prompt, fits, load_preference_splits, split_by_prompt
 from dpo_utils.judging import win_rate
@@ -130,9 +133,16 @@ def test_implicit_prompts_are_extracted_and_length_filter_drops_long_rows(tmp_pa
         def __call__(self, text, add_special_tokens=False):
             return {"input_ids": [hash(w) % 1000 for w in text.split()]}
 
-    assert fits({"prompt": "one two", "chosen": "a b", "rejected": "c"}, WordTokenizer(), 4, 4)
-    assert not fits({"prompt": "one two", "chosen": "a b c d e", "rejected": "c"}, WordTokenizer(), 4, 4)
-    assert not fits({"prompt": "p", "chosen": "same", "rejected": "same"}, WordTokenizer(), 4, 4)
+        def decode(self, ids):
+            return " ".join(map(str, ids))
+
+    # prompts end on a word boundary, so prompt + completion splits where the prompt ends
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PromptBoundaryWarning)
+        assert fits({"prompt": "one two ", "chosen": "a b", "rejected": "c"}, WordTokenizer(), 4, 4)
+        assert not fits({"prompt": "one two ", "chosen": "a b c d e", "rejected": "c"}, WordTokenizer(), 4, 4)
+        assert not fits({"prompt": "p ", "chosen": "same", "rejected": "same"}, WordTokenizer(), 4, 4)
+        assert not fits({"prompt": "one two three four five ", "chosen": "a", "rejected": "b"}, WordTokenizer(), 4, 4)
 
 
 def test_held_out_prompts_never_appear_in_training():
