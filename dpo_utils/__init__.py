@@ -15,6 +15,7 @@ One concept per module:
 - ``trainer``        a small, readable DPO training loop (and Preferred-FT, its SFT baseline)
 - ``precision``      mixed precision: fp32 master weights, half-precision compute, fp16 loss scaling
 - ``memory``         how much accelerator memory one DPO step needs, checked against measured peaks
+- ``intervals``      uncertainty with the prompt as the unit: standard errors, bootstrap and paired intervals
 - ``evaluation``     sample completions, score them with a reward, estimate KL to the reference
 - ``kl_check``       the KL estimate checked against an exact KL (tiny models, every completion enumerated)
 - ``sentiment``      the controlled-sentiment experiment of notebook 07

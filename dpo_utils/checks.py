@@ -20,6 +20,8 @@ boundary            warning   tokenized together, prompt and completion merge to
 contradictory       warning   the same pair appears with chosen and rejected swapped (loss stays near log 2)
 duplicate           warning   the same row appears more than once
 length_bias         warning   chosen is longer (or shorter) in most pairs: DPO can learn length, not quality
+capped              warning   many completions stop mid-sentence at the same longest length: cut at a
+                              generation cap, then given an EOS, they teach the model to stop there
 ==================  ========  ===================================================================
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,7 @@ from pathlib import Path
 from dpo_utils.data import (
     IdenticalPairError,
     PreferenceDataError,
+    PromptBoundaryWarning,
     completion_texts,
     no_rows_reason,
     read_preference_rows,
@@ -129,7 +133,7 @@ def check_preference_data(
     items, name = read_preference_rows(source)
     found: dict[tuple[str, str, str], list[int]] = {}
     add = lambda check, severity, message, row: found.setdefault((check, severity, message), []).append(row)
-    lengths, seen, usable = [], set(), 0
+    lengths, endings, seen, usable = [], [], set(), 0
     for index, where, row in items:
         try:
             if isinstance(row, PreferenceDataError):
@@ -149,6 +153,8 @@ def check_preference_data(
         usable += not any(severity == "error" for _, severity, _ in problems)
         _track_repeats(checked, index, seen, add)
         lengths += [row_lengths] if row_lengths else []
+        if row_lengths:
+            endings += [(index, n, _completion_end(checked, label)) for label, n in zip(SIDES, row_lengths)]
     findings = check_tokenizer(tokenizer) + [Finding(c, s, m, r) for (c, s, m), r in found.items()]
     if not usable:  # prepare_preference_data refuses such a source, in both its modes
         findings.append(Finding("no_rows", "error", no_rows_reason(items, source)))
@@ -167,6 +173,7 @@ def check_preference_data(
                     "length-matched pairs help)",
                 )
             )
+    findings += _capped_completions(endings)
     unit = "line" if isinstance(source, (str, Path)) else "row"
     return DataReport(name, len(items), findings, stats, unit)
 
@@ -214,7 +221,9 @@ def _loader_problems(row, tokenizer, max_prompt_length, max_completion_length):
     """What :func:`~dpo_utils.data.tokenize_row` refuses in a row the other checks let through (a pair that
     becomes identical when cut to ``max_completion_length``), so the report agrees with the loader."""
     try:
-        tokenize_row(row, tokenizer, max_prompt_length, max_completion_length)
+        with warnings.catch_warnings():  # the boundary check above reports it, once per row
+            warnings.simplefilter("ignore", PromptBoundaryWarning)
+            tokenize_row(row, tokenizer, max_prompt_length, max_completion_length)
     except IdenticalPairError:
         return [
             (
@@ -227,6 +236,38 @@ def _loader_problems(row, tokenizer, max_prompt_length, max_completion_length):
     except PreferenceDataError as error:
         return [("invalid", "error", str(error))]
     return []
+
+
+SIDES = ("chosen", "rejected")
+SENTENCE_ENDS = tuple(".!?…\"')]*")
+MIN_CAP_TOKENS = 16  # a generation cap shorter than this is unlikely; short answers often lack a full stop
+
+
+def _completion_end(row: dict, label: str) -> str:
+    """The last characters of a completion's own text (its last message's content, for messages)."""
+    completion = row[label]
+    text = completion if isinstance(completion, str) else completion[-1]["content"]
+    return text.rstrip()[-10:]
+
+
+def _capped_completions(endings: list[tuple[int, int, str]], min_share: float = 0.1, min_count: int = 3):
+    """A pile-up of completions within 10% of the longest, none ending a sentence: a generation cap.
+
+    ``endings`` holds ``(row, tokens, last characters)`` per completion. Tokenization then appends EOS
+    (TRL's and ours), so such pairs teach the model to stop mid-sentence."""
+    if not endings:
+        return []
+    longest = max(n for _, n, _ in endings)
+    cut = [(row, n) for row, n, end in endings if n >= 0.9 * longest and not end.endswith(SENTENCE_ENDS)]
+    if longest < MIN_CAP_TOKENS or len(cut) < max(min_count, min_share * len(endings)):
+        return []
+    message = (
+        f"{len(cut)} of {len(endings)} completions stop within 10% of the longest ({longest} tokens, "
+        "EOS included) without ending a sentence: they look cut at a generation cap, and with the EOS "
+        "that tokenization appends they teach the model to stop mid-sentence; sample them to their end "
+        "with a higher cap, or drop them"
+    )
+    return [Finding("capped", "warning", message, sorted({row for row, _ in cut}))]
 
 
 def _track_repeats(row, index, seen, add) -> None:

@@ -19,6 +19,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from dpo_utils.data import collate_sequences, render_prompt
+from dpo_utils.intervals import mean_with_prompt_interval, paired_difference, prompt_standard_error
 from dpo_utils.logprobs import completion_logprobs_lean
 from dpo_utils.precision import (
     NumericalFailureError,
@@ -156,7 +157,15 @@ def evaluate_policy(
     """Mean reward of policy samples and the sequence-level KL estimate to ``reference``, sampling and
     both log-probs computed under ``mixed_precision`` (default: the device's).
 
-    Returns a dict with ``reward``, ``reward_sem`` (standard error), ``kl``, ``kl_sem`` and ``samples``.
+    The unit is the prompt (:mod:`dpo_utils.intervals`): standard errors and 95% intervals come
+    from the spread over prompts, not over samples. Returns a dict with
+
+    - ``reward``, ``reward_sem``, ``reward_low``, ``reward_high``; the same four for ``kl``;
+    - ``length`` (mean completion length in tokens, EOS included) and ``capped`` (the share of
+      samples that stopped at ``max_new_tokens`` without an EOS);
+    - ``per_sample``: ``prompt``, ``reward``, ``log_ratio``, ``length`` and ``capped`` lists, for
+      :func:`compare_evaluations`;
+    - ``samples``: ``(prompt, text, reward)`` triples.
     """
     precision = resolve_mixed_precision(mixed_precision, next(policy.parameters()).device)
     samples = sample_completions(
@@ -164,15 +173,39 @@ def evaluate_policy(
     )
     rewards = reward_fn([text for *_, text in samples])
     logprobs = lambda model: sequence_logprobs_of(model, samples, tokenizer.pad_token_id, mixed_precision=precision)
-    log_ratio = logprobs(policy) - logprobs(reference)
-    sem = lambda values: statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
-    return {
-        "reward": statistics.fmean(rewards),
-        "reward_sem": sem(rewards),
-        "kl": log_ratio.mean().item(),
-        "kl_sem": sem(log_ratio.tolist()),
+    log_ratios = (logprobs(policy) - logprobs(reference)).tolist()
+    prompt_index = [index for index, *_ in samples]
+    lengths = [len(completion) for _, _, completion, _ in samples]
+    capped = [hit_the_cap(completion, tokenizer.eos_token_id, max_new_tokens) for _, _, completion, _ in samples]
+    per_sample = {"prompt": prompt_index, "reward": rewards, "log_ratio": log_ratios}
+    result = {"per_sample": per_sample | {"length": lengths, "capped": capped}}
+    for name, values in (("reward", rewards), ("kl", log_ratios)):
+        interval = mean_with_prompt_interval(values, prompt_index)
+        result |= {
+            name: interval["mean"],
+            f"{name}_sem": prompt_standard_error(values, prompt_index),
+            f"{name}_low": interval["low"],
+            f"{name}_high": interval["high"],
+        }
+    result |= {
+        "length": statistics.fmean(lengths),
+        "capped": statistics.fmean(capped),
         "samples": [(prompts[i], text, r) for (i, _, _, text), r in zip(samples, rewards)],
     }
+    return result
+
+
+def hit_the_cap(completion: list[int], eos_token_id: int, max_new_tokens: int) -> bool:
+    """True when a sampled completion stopped at the token cap rather than at its own EOS."""
+    return len(completion) >= max_new_tokens and eos_token_id not in completion
+
+
+def compare_evaluations(result_a: dict, result_b: dict, metric: str = "reward", **bootstrap) -> dict:
+    """``metric`` (``reward``, ``log_ratio`` for KL, or ``length``) of model A minus model B, both
+    from :func:`evaluate_policy` on the same prompts, with a paired bootstrap over prompts
+    (:func:`~dpo_utils.intervals.paired_difference`; ``separated`` says whether it excludes 0)."""
+    a, b = result_a["per_sample"], result_b["per_sample"]
+    return paired_difference(a[metric], a["prompt"], b[metric], b["prompt"], **bootstrap)
 
 
 @torch.no_grad()
@@ -298,8 +331,6 @@ def heldout_accuracy_by_prompt(
     its pairs right), so the interval resamples prompts, as :func:`~dpo_utils.judging.win_rate`
     does. Returns ``mean`` (the accuracy), ``low``, ``high``, ``n`` (pairs) and ``n_prompts``.
     """
-    from dpo_utils.judging import mean_with_prompt_interval
-
     margins = heldout_pair_margins(policy, pairs, pad_token_id, beta, reference)
     return mean_with_prompt_interval(
         (margins > 0).float().tolist(), [tuple(p.prompt_ids) for p in pairs], level, n_bootstrap, seed

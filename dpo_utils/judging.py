@@ -3,12 +3,14 @@ and the win rate of a tuned model against its reference, with a confidence inter
 
 from __future__ import annotations
 
-import random
 import statistics
 
 import torch
 
 from dpo_utils.evaluation import vader_reward
+from dpo_utils.intervals import bootstrap_over_prompts, group_by_prompt, mean_with_prompt_interval, pooled_mean
+
+__all__ = ["load_judge", "mean_with_prompt_interval", "reward_model_judge", "vader_judge", "win_rate"]
 
 
 def vader_judge(prompts, completions) -> list[float]:
@@ -68,13 +70,8 @@ def win_rate(
     if len(prompts) != len(policy_scores):
         raise ValueError(f"need one prompt per comparison: got {len(prompts)} for {len(policy_scores)}")
     outcomes = [1.0 if p > r else 0.5 if p == r else 0.0 for p, r in zip(policy_scores, reference_scores)]
-    by_prompt: dict = {}
-    for prompt, outcome in zip(prompts, outcomes):
-        by_prompt.setdefault(repr(prompt), []).append(outcome)
-    groups = list(by_prompt.values())
-    rng = random.Random(seed)
-    rates = sorted(_pooled_rate(rng.choices(groups, k=len(groups))) for _ in range(n_bootstrap))
-    tail = (1 - level) / 2
+    groups = list(group_by_prompt(outcomes, prompts).values())
+    low, high = bootstrap_over_prompts(groups, pooled_mean, level, n_bootstrap, seed)
     return {
         "wins": outcomes.count(1.0),
         "ties": outcomes.count(0.5),
@@ -82,38 +79,6 @@ def win_rate(
         "n": len(outcomes),
         "n_prompts": len(groups),
         "rate": statistics.fmean(outcomes),
-        "low": rates[int(tail * n_bootstrap)],
-        "high": rates[min(int((1 - tail) * n_bootstrap), n_bootstrap - 1)],
-    }
-
-
-def _pooled_rate(groups: list[list[float]]) -> float:
-    return sum(map(sum, groups)) / sum(map(len, groups))
-
-
-def mean_with_prompt_interval(values, prompts, level: float = 0.95, n_bootstrap: int = 4000, seed: int = 0) -> dict:
-    """Mean of per-item ``values`` (e.g. 1.0 for each held-out pair ranked right, else 0.0) with a
-    bootstrap interval **over prompts**, the resampling :func:`win_rate` uses: ``prompts`` gives each
-    item's prompt (any hashable or repr-able key), and items of one prompt are drawn together.
-
-    Returns ``mean``, ``low``, ``high``, ``n`` (items) and ``n_prompts``.
-    """
-    values, prompts = [float(v) for v in values], list(prompts)
-    if not values or len(values) != len(prompts):
-        raise ValueError(
-            f"need one prompt per value and at least one value: got {len(values)} values, {len(prompts)} prompts"
-        )
-    by_prompt: dict = {}
-    for prompt, value in zip(prompts, values):
-        by_prompt.setdefault(repr(prompt), []).append(value)
-    groups = list(by_prompt.values())
-    rng = random.Random(seed)
-    means = sorted(_pooled_rate(rng.choices(groups, k=len(groups))) for _ in range(n_bootstrap))
-    tail = (1 - level) / 2
-    return {
-        "mean": statistics.fmean(values),
-        "low": means[int(tail * n_bootstrap)],
-        "high": means[min(int((1 - tail) * n_bootstrap), n_bootstrap - 1)],
-        "n": len(values),
-        "n_prompts": len(groups),
+        "low": low,
+        "high": high,
     }

@@ -36,19 +36,14 @@ def plot_history(history: Sequence[Mapping[str, float]], keys: Sequence[str], ti
 
 
 def plot_reward_vs_kl(results, title: str = "Held-out reward against KL to the reference"):
-    """Scatter of evaluation results ``{name: {"reward", "reward_sem", "kl", "kl_sem"}}`` with error bars."""
+    """Scatter of evaluation results ``{name: result of evaluate_policy}``: error bars are the 95%
+    intervals over prompts (``reward_low``/``reward_high``, ``kl_low``/``kl_high``), or the standard
+    errors ``reward_sem``/``kl_sem`` for results that have no interval."""
     crowded = len(results) > 5  # a legend inside the axes would hide points
     fig, ax = plt.subplots(figsize=(8.5, 4) if crowded else (6, 4))
     for name, res in results.items():
-        ax.errorbar(
-            res["kl"],
-            res["reward"],
-            xerr=res.get("kl_sem"),
-            yerr=res.get("reward_sem"),
-            fmt="o",
-            capsize=3,
-            label=name,
-        )
+        bars = {"xerr": _error_bar(res, "kl"), "yerr": _error_bar(res, "reward")}
+        ax.errorbar(res["kl"], res["reward"], fmt="o", capsize=3, label=name, **bars)
     ax.set(xlabel="sequence-level KL(pi || pi_ref)  [nats]", ylabel="mean true reward (VADER)", title=title)
     ax.grid(alpha=0.3)
     if crowded:
@@ -57,6 +52,13 @@ def plot_reward_vs_kl(results, title: str = "Held-out reward against KL to the r
     else:
         ax.legend()
     return fig
+
+
+def _error_bar(result, name: str):
+    """Asymmetric bars from an interval when the result has one, else the standard error (or none)."""
+    if f"{name}_low" in result:
+        return [[result[name] - result[f"{name}_low"]], [result[f"{name}_high"] - result[name]]]
+    return result.get(f"{name}_sem")
 
 
 def plot_runs(histories, keys, title: str = ""):

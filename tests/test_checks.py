@@ -89,10 +89,23 @@ def test_template_without_eos_is_reported(tokenizer):
 
 def test_length_bias_needs_enough_pairs_and_a_clear_majority(tokenizer):
     biased = [
-        {"prompt": f"Question {i}?", "chosen": "a long and detailed answer " * 3, "rejected": "No."} for i in range(10)
+        {"prompt": f"Question {i}?", "chosen": "A long, detailed answer. " * 3, "rejected": "No."} for i in range(10)
     ]
     report = check_preference_data(biased, tokenizer)
     assert report.checks_failed == {"length_bias"} and "longer than rejected in 100%" in str(report)
     assert check_preference_data(biased[:4], tokenizer).findings == []  # too few pairs to call it
     balanced = biased[:5] + [{**row, "chosen": row["rejected"], "rejected": row["chosen"]} for row in biased[5:]]
     assert "length_bias" not in check_preference_data(balanced, tokenizer).checks_failed
+
+
+def test_completions_cut_at_a_generation_cap_are_reported(tokenizer):
+    story = "the keeper climbs the stairs and looks out over the grey water while the lamp turns slowly"
+    backwards = " ".join(reversed(story.split()))
+    cut = [{"prompt": f"Review film {i}.", "chosen": story, "rejected": backwards} for i in range(4)]
+    ended = [{"prompt": f"Review film {i}.", "chosen": "Good film.", "rejected": "Bad film."} for i in range(4, 8)]
+    report = check_preference_data(ended + cut, tokenizer)
+    assert report.checks_failed == {"capped"}, str(report)
+    assert report.findings[0].rows == [4, 5, 6, 7] and "8 of 16 completions" in str(report)
+    finished = [{**row, "chosen": row["chosen"] + ".", "rejected": row["rejected"] + "."} for row in cut]
+    assert check_preference_data(ended + finished, tokenizer).findings == []  # they end a sentence
+    assert check_preference_data(ended + cut[:1], tokenizer).findings == []  # 2 of 10: no pile-up

@@ -15,7 +15,7 @@ from dpo_utils.evaluation import (
     logratios_during_training,
     pair_logratios,
 )
-from dpo_utils.judging import mean_with_prompt_interval
+from dpo_utils.intervals import mean_with_prompt_interval
 from dpo_utils.plotting import plot_logratios
 from dpo_utils.trainer import DPOConfig, DPOTrainer, batch_logprobs
 from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
