@@ -208,6 +208,19 @@ def compare_evaluations(result_a: dict, result_b: dict, metric: str = "reward", 
     return paired_difference(a[metric], a["prompt"], b[metric], b["prompt"], **bootstrap)
 
 
+def evaluation_table(results: dict) -> str:
+    """Text table of :func:`evaluate_policy` results ``{name: result}``: reward and KL with their 95%
+    intervals over prompts, mean completion length in tokens and the share cut at the token cap."""
+    lines = [
+        f"{'model':16s} {'reward [95% interval]':>25s} {'KL, nats [95% interval]':>26s} {'tokens':>7s} {'capped':>7s}"
+    ]
+    for name, r in results.items():
+        reward = f"{r['reward']:+.3f} [{r['reward_low']:+.3f}, {r['reward_high']:+.3f}]"
+        kl = f"{r['kl']:.2f} [{r['kl_low']:.2f}, {r['kl_high']:.2f}]"
+        lines.append(f"{name:16s} {reward:>25s} {kl:>26s} {r['length']:7.1f} {r['capped']:7.0%}")
+    return "\n".join(lines)
+
+
 @torch.no_grad()
 def heldout_preference_metrics(
     policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8, mixed_precision=None
