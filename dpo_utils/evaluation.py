@@ -52,9 +52,10 @@ def sample_completions(
     results = []
     for start in progress_bar(range(0, len(jobs), batch_size), desc="sampling", leave=False):
         chunk = jobs[start : start + batch_size]
-        enc = tokenizer([text for _, text in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(
-            model.device
-        )
+        texts = [text for _, text in chunk]
+        enc = tokenizer(
+            texts, return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
+        ).to(model.device)  # token type ids: older transformers' generate refuses them for causal LMs
         with autocast(model.device, precision):
             out = model.generate(
                 **enc,

@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+import transformers
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.lora import attach_lora, load_lora_adapter
@@ -23,6 +24,8 @@ def rename_warnings(call):
 
 def test_the_pattern_matches_the_messages_transformers_writes():
     model = tiny_llama()
+    if not hasattr(model, "is_activation_checkpointing"):
+        pytest.skip(f"transformers {transformers.__version__} has not renamed gradient checkpointing yet")
     assert rename_warnings(lambda: model.is_gradient_checkpointing) == [
         "`is_gradient_checkpointing` is deprecated and will be removed in v6. "
         "Use `is_activation_checkpointing` instead."
