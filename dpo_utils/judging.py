@@ -8,7 +8,7 @@ import statistics
 import torch
 
 from dpo_utils.evaluation import vader_reward
-from dpo_utils.intervals import bootstrap_over_prompts, group_by_prompt, mean_with_prompt_interval, pooled_mean
+from dpo_utils.intervals import mean_with_prompt_interval
 
 __all__ = ["load_judge", "mean_with_prompt_interval", "reward_model_judge", "vader_judge", "win_rate"]
 
@@ -70,15 +70,14 @@ def win_rate(
     if len(prompts) != len(policy_scores):
         raise ValueError(f"need one prompt per comparison: got {len(prompts)} for {len(policy_scores)}")
     outcomes = [1.0 if p > r else 0.5 if p == r else 0.0 for p, r in zip(policy_scores, reference_scores)]
-    groups = list(group_by_prompt(outcomes, prompts).values())
-    low, high = bootstrap_over_prompts(groups, pooled_mean, level, n_bootstrap, seed)
+    interval = mean_with_prompt_interval(outcomes, prompts, level, n_bootstrap, seed)
     return {
         "wins": outcomes.count(1.0),
         "ties": outcomes.count(0.5),
         "losses": outcomes.count(0.0),
         "n": len(outcomes),
-        "n_prompts": len(groups),
+        "n_prompts": interval["n_prompts"],
         "rate": statistics.fmean(outcomes),
-        "low": low,
-        "high": high,
+        "low": interval["low"],
+        "high": interval["high"],
     }
