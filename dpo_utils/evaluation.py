@@ -19,7 +19,12 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from dpo_utils.data import collate_sequences, render_prompt
-from dpo_utils.intervals import mean_with_prompt_interval, paired_difference, prompt_standard_error
+from dpo_utils.intervals import (
+    describe_difference,
+    mean_with_prompt_interval,
+    paired_difference,
+    prompt_standard_error,
+)
 from dpo_utils.logprobs import completion_logprobs_lean
 from dpo_utils.precision import (
     NumericalFailureError,
@@ -209,16 +214,32 @@ def compare_evaluations(result_a: dict, result_b: dict, metric: str = "reward", 
     return paired_difference(a[metric], a["prompt"], b[metric], b["prompt"], **bootstrap)
 
 
+METRIC_NAMES = {"reward": "reward", "log_ratio": "KL", "length": "tokens"}
+
+
+def describe_comparisons(results: dict, comparisons) -> str:
+    """One line per ``(a, b, metric)``: ``results[a]`` minus ``results[b]`` in ``metric`` by a paired
+    bootstrap over prompts (:func:`compare_evaluations`), with the verdict its interval allows."""
+    labels = [f"{a} - {b}, {METRIC_NAMES[metric]}:" for a, b, metric in comparisons]
+    width = max(map(len, labels), default=0)
+    return "\n".join(
+        f"{label:{width}s} {describe_difference(compare_evaluations(results[a], results[b], metric))}"
+        for label, (a, b, metric) in zip(labels, comparisons)
+    )
+
+
 def evaluation_table(results: dict) -> str:
     """Text table of :func:`evaluate_policy` results ``{name: result}``: reward and KL with their 95%
     intervals over prompts, mean completion length in tokens and the share cut at the token cap."""
+    width = max(16, *map(len, results))
     lines = [
-        f"{'model':16s} {'reward [95% interval]':>25s} {'KL, nats [95% interval]':>26s} {'tokens':>7s} {'capped':>7s}"
+        f"{'model':{width}s} {'reward [95% interval]':>25s} {'KL, nats [95% interval]':>26s} "
+        f"{'tokens':>7s} {'capped':>7s}"
     ]
     for name, r in results.items():
         reward = f"{r['reward']:+.3f} [{r['reward_low']:+.3f}, {r['reward_high']:+.3f}]"
         kl = f"{r['kl']:.2f} [{r['kl_low']:.2f}, {r['kl_high']:.2f}]"
-        lines.append(f"{name:16s} {reward:>25s} {kl:>26s} {r['length']:7.1f} {r['capped']:7.0%}")
+        lines.append(f"{name:{width}s} {reward:>25s} {kl:>26s} {r['length']:7.1f} {r['capped']:7.0%}")
     return "\n".join(lines)
 
 

@@ -24,26 +24,37 @@ from dpo_utils.sentiment import build_preference_rows
 from dpo_utils.trainer import DPOTrainer, reference_logprobs
 
 
-def best_vs_worst_rows(prompts, samples, rewards, min_gap: float = 0.1) -> list[dict]:
+def best_vs_worst_rows(prompts, samples, rewards, min_gap: float = 0.1, eos_token_id: int | None = None) -> list[dict]:
     """One pair per prompt: its highest-reward sample against its lowest.
 
     ``samples`` are ``(prompt_index, _, _, text)`` tuples from
     :func:`dpo_utils.evaluation.sample_completions`. A prompt gets no pair when it has fewer than
     two distinct non-empty texts, or when best and worst are tied or closer than ``min_gap``
     (a tie never yields a pair, even with ``min_gap=0``: there is no preference to learn).
+    Given ``eos_token_id``, samples cut at the token cap are left out first.
     """
     if min_gap < 0:
         raise ValueError(f"min_gap={min_gap} must be >= 0")
-    rows = build_preference_rows(prompts, samples, rewards, pairs_per_prompt=1, min_gap=min_gap)
+    rows = build_preference_rows(prompts, samples, rewards, 1, min_gap, eos_token_id=eos_token_id)
     return [row for row in rows if row["score_chosen"] > row["score_rejected"]]
 
 
 def on_policy_rows(
-    policy, tokenizer, prompts, reward_fn, n_samples: int, max_new_tokens: int, seed: int, min_gap: float = 0.1
+    policy,
+    tokenizer,
+    prompts,
+    reward_fn,
+    n_samples: int,
+    max_new_tokens: int,
+    seed: int,
+    min_gap: float = 0.1,
+    keep_capped: bool = False,
 ) -> list[dict]:
-    """Sample ``n_samples`` completions per prompt from ``policy``, score them, pair best against worst."""
+    """Sample ``n_samples`` completions per prompt from ``policy``, score them, pair best against
+    worst; samples cut at ``max_new_tokens`` are dropped unless ``keep_capped``."""
     samples = sample_completions(policy, tokenizer, prompts, n_samples, max_new_tokens, seed=seed)
-    return best_vs_worst_rows(prompts, samples, reward_fn([text for *_, text in samples]), min_gap)
+    eos = None if keep_capped else tokenizer.eos_token_id
+    return best_vs_worst_rows(prompts, samples, reward_fn([text for *_, text in samples]), min_gap, eos)
 
 
 def run_rounds(

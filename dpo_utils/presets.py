@@ -124,17 +124,17 @@ PRESETS = {
         lora_rank=16,
         dataset=str(SHIPPED_DATASET),
         judge="vader",
-        train_pairs=48,
-        test_pairs=24,
+        train_pairs=96,
+        test_pairs=40,
         max_prompt_length=128,
-        max_completion_length=48,
+        max_completion_length=129,  # the shipped completions: up to 128 tokens, then EOS
         batch_size=8,
         micro_batch_size=8,
         steps=24,
         learning_rate=1e-4,
         card_memory_gib=float("inf"),
-        eval_prompts=12,
-        max_new_tokens=40,
+        eval_prompts=20,
+        max_new_tokens=128,
     ),
 }
 
@@ -172,10 +172,10 @@ def pick_preset(name: str | None = None) -> RunPreset:
             preset,
             dataset=str(SHIPPED_DATASET),
             judge="vader",
-            train_pairs=48,
-            test_pairs=24,
-            eval_prompts=12,
-            max_new_tokens=40,
+            train_pairs=96,
+            test_pairs=40,
+            eval_prompts=20,
+            max_new_tokens=128,
         )
     if is_reduced():
         preset = replace(

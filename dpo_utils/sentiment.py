@@ -3,6 +3,13 @@
 The reference model writes several movie reviews per prompt; VADER's compound score is the
 ground-truth reward; for each prompt the most positive sample becomes ``chosen`` and the least
 positive ones ``rejected``. Rows are written in TRL's conversational preference format.
+
+A sample that stopped at the token cap, not at end-of-sequence, is dropped before pairing. A
+JSONL row cannot say "this text was cut", and tokenization (ours, like TRL's) closes every
+completion with the end token, so a cut text kept in the file would teach the model to stop
+mid-sentence, in any trainer that reads the file.
+
+``python -m dpo_utils.sentiment OUT.jsonl`` rebuilds the shipped pairs (see ``data/README.md``).
 """
 
 from __future__ import annotations
@@ -21,15 +28,28 @@ def load_prompts(path, split: str) -> list[list[dict]]:
     return prompts
 
 
-def build_preference_rows(prompts, samples, rewards, pairs_per_prompt: int = 2, min_gap: float = 0.1) -> list[dict]:
+def ended(sample, eos_token_id: int) -> bool:
+    """True when a ``(prompt_index, prompt_ids, completion_ids, text)`` sample stopped at
+    end-of-sequence rather than at the token cap."""
+    completion = sample[2]
+    return bool(completion) and completion[-1] == eos_token_id
+
+
+def build_preference_rows(
+    prompts, samples, rewards, pairs_per_prompt: int = 2, min_gap: float = 0.1, eos_token_id: int | None = None
+) -> list[dict]:
     """Pair the best sample of each prompt with its ``pairs_per_prompt`` worst ones.
 
-    ``samples`` are ``(prompt_index, _, _, text)`` tuples from
+    ``samples`` are ``(prompt_index, _, completion_ids, text)`` tuples from
     :func:`dpo_utils.evaluation.sample_completions`, ``rewards`` their scores. Pairs whose reward
-    gap is below ``min_gap``, or whose texts are identical or empty, are left out.
+    gap is below ``min_gap``, or whose texts are identical or empty, are left out. Given
+    ``eos_token_id``, samples cut at the token cap (no end token) are left out too.
     """
     by_prompt: dict[int, list[tuple[float, str]]] = {}
-    for (index, *_, text), reward in zip(samples, rewards):
+    for sample, reward in zip(samples, rewards):
+        index, text = sample[0], sample[-1]
+        if eos_token_id is not None and not ended(sample, eos_token_id):
+            continue
         if text.strip():
             by_prompt.setdefault(index, []).append((reward, text.strip()))
     rows = []
@@ -60,6 +80,15 @@ class SampledPairs:
     path: Path  # where the rows were saved as JSONL
     pairs: list  # the saved file tokenized: TokenizedPair objects
     report: object  # prepare_preference_data's SkipReport
+    capped: int = 0  # samples cut at the token cap
+    capped_kept: bool = False  # True: they could still be paired (keep_capped=True)
+
+    def describe(self) -> str:
+        """One line: samples, how many stopped at the cap, pairs made."""
+        share = self.capped / max(1, len(self.samples))
+        fate = "kept" if self.capped_kept else "left out"
+        cut = f"{self.capped} ({share:.0%}) cut at the token cap and {fate}"
+        return f"{len(self.samples)} samples, {cut}; {len(self.rows)} pairs"
 
 
 def sample_score_and_pair(
@@ -74,19 +103,51 @@ def sample_score_and_pair(
     pairs_per_prompt: int = 2,
     min_gap: float = 0.1,
     max_prompt_length: int = 128,
+    keep_capped: bool = False,
 ) -> SampledPairs:
     """Notebook 07's pipeline: sample ``n_samples`` completions per prompt from ``model`` (``seed``),
-    score them with ``reward_fn`` (default: VADER), pair each prompt's best with its
-    ``pairs_per_prompt`` worst (:func:`build_preference_rows`), save the rows as JSONL at ``path``
-    and tokenize that file (completions up to ``max_new_tokens + 1`` tokens, room for EOS)."""
+    score them with ``reward_fn`` (default: VADER), drop the samples cut at ``max_new_tokens``
+    (unless ``keep_capped``), pair each prompt's best with its ``pairs_per_prompt`` worst
+    (:func:`build_preference_rows`), save the rows as JSONL at ``path`` and tokenize that file
+    (completions up to ``max_new_tokens + 1`` tokens, room for EOS)."""
     from dpo_utils.data import prepare_preference_data, save_preference_jsonl
     from dpo_utils.evaluation import sample_completions, vader_reward
 
     samples = sample_completions(model, tokenizer, prompts, n_samples, max_new_tokens, seed=seed)
     rewards = (reward_fn or vader_reward)([text for *_, text in samples])
-    rows = build_preference_rows(prompts, samples, rewards, pairs_per_prompt=pairs_per_prompt, min_gap=min_gap)
+    eos = None if keep_capped else tokenizer.eos_token_id
+    rows = build_preference_rows(prompts, samples, rewards, pairs_per_prompt, min_gap, eos_token_id=eos)
+    capped = sum(not ended(sample, tokenizer.eos_token_id) for sample in samples)
+    if not rows:
+        raise ValueError(
+            f"no preference pairs from {len(samples)} samples: {capped} stopped at max_new_tokens="
+            f"{max_new_tokens} and are left out. Raise max_new_tokens or n_samples."
+        )
     save_preference_jsonl(rows, path)
     pairs, report = prepare_preference_data(
         path, tokenizer, max_prompt_length=max_prompt_length, max_completion_length=max_new_tokens + 1
     )
-    return SampledPairs(samples, rewards, rows, Path(path), pairs, report)
+    return SampledPairs(samples, rewards, rows, Path(path), pairs, report, capped, keep_capped)
+
+
+def main(argv=None) -> None:
+    """Rebuild the shipped pairs: reference samples for every train prompt, capped ones dropped."""
+    import argparse
+
+    from dpo_utils.config import DATA_DIR
+    from dpo_utils.models import DEFAULT_MODEL, load_model_and_tokenizer
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("out", help="where to write the JSONL pairs")
+    parser.add_argument("--samples", type=int, default=8, help="samples per prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    model, tokenizer = load_model_and_tokenizer(DEFAULT_MODEL)
+    prompts = load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "train")
+    made = sample_score_and_pair(model, tokenizer, prompts, args.samples, args.max_new_tokens, args.out, args.seed)
+    print(f"{len(prompts)} prompts: {made.describe()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -37,7 +37,25 @@ def test_shipped_prompts_have_disjoint_train_and_test_splits():
         load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "train"),
         load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "test"),
     )
-    assert len(train) == 36 and len(test) == 12
+    assert len(train) == 96 and len(test) == 48
     assert not {t[0]["content"] for t in train} & {t[0]["content"] for t in test}
     with pytest.raises(ValueError, match="no prompts with split='dev'"):
         load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "dev")
+
+
+def test_samples_cut_at_the_cap_are_left_out_of_the_pairs():
+    prompts = [[{"role": "user", "content": "p0"}]]
+    eos = 2
+    samples = [
+        (0, None, [5, 6, eos], "great"),
+        (0, None, [5, 6, 7], "great but cut"),  # stopped at the cap: no end token
+        (0, None, [8, eos], "bad"),
+        (0, None, [9, 9, 9], "awful and cut"),
+    ]
+    rewards = [0.5, 0.9, -0.5, -0.9]
+    kept = build_preference_rows(prompts, samples, rewards, pairs_per_prompt=1, eos_token_id=eos)
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in kept] == [("great", "bad")]
+    every = build_preference_rows(prompts, samples, rewards, pairs_per_prompt=1)
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in every] == [
+        ("great but cut", "awful and cut")
+    ]

@@ -93,3 +93,15 @@ def test_evaluate_policy_reports_intervals_over_prompts_lengths_and_caps():
     assert itself["difference"] == 0 and not itself["separated"]
     baseline = evaluate_policy(reference, reference, tokenizer, prompts, reward, n_samples=6, max_new_tokens=3)
     assert compare_evaluations(result, baseline, "log_ratio")["n_prompts"] == 4
+
+
+def test_describe_comparisons_gives_one_paired_line_per_comparison():
+    from dpo_utils.evaluation import describe_comparisons
+
+    a, b, prompts = two_models_on_shared_prompts(gap=0.1)
+    result = lambda scores: {"per_sample": {"reward": scores, "log_ratio": scores, "prompt": prompts}}
+    results = {"A": result(a), "B": result(b)}
+    lines = describe_comparisons(results, [("A", "B", "reward"), ("B", "B", "log_ratio")]).splitlines()
+    assert lines[0].startswith("A - B, reward:") and lines[0].endswith("separated)")
+    assert lines[1].startswith("B - B, KL:    ") and "+0.000" in lines[1] and "not separated" in lines[1]
+    assert describe_difference(compare_evaluations(results["A"], results["B"])) in lines[0]

@@ -90,7 +90,7 @@ FIRST_ROWS = [
 
 def run(policy, reference, tokenizer, folder):
     make_rows = lambda current, r: on_policy_rows(
-        current, tokenizer, PROMPTS, length_reward, n_samples=4, max_new_tokens=8, seed=100 + r, min_gap=0.0
+        current, tokenizer, PROMPTS, length_reward, 4, 8, seed=100 + r, min_gap=0.0, keep_capped=True
     )
     configs = [
         DPOConfig(

@@ -52,7 +52,7 @@ def test_the_helper_repeats_the_notebook_steps_exactly(setup, tmp_path):
     )
 
     made = sample_score_and_pair(
-        model, tokenizer, prompts, 4, 6, tmp_path / "helper.jsonl", seed=3, reward_fn=length_reward
+        model, tokenizer, prompts, 4, 6, tmp_path / "helper.jsonl", seed=3, reward_fn=length_reward, keep_capped=True
     )
     assert len(rows) >= 3  # the comparison has pairs to compare
     assert made.samples == samples and made.rows == rows and made.pairs == pairs
@@ -63,12 +63,23 @@ def test_the_helper_repeats_the_notebook_steps_exactly(setup, tmp_path):
 def test_another_seed_gives_other_samples(setup, tmp_path):
     model, tokenizer, prompts = setup
     first = sample_score_and_pair(
-        model, tokenizer, prompts, 2, 6, tmp_path / "a.jsonl", seed=0, reward_fn=length_reward
+        model, tokenizer, prompts, 2, 6, tmp_path / "a.jsonl", seed=0, reward_fn=length_reward, keep_capped=True
     )
     second = sample_score_and_pair(
-        model, tokenizer, prompts, 2, 6, tmp_path / "b.jsonl", seed=1, reward_fn=length_reward
+        model, tokenizer, prompts, 2, 6, tmp_path / "b.jsonl", seed=1, reward_fn=length_reward, keep_capped=True
     )
     assert [s[2] for s in first.samples] != [s[2] for s in second.samples]
     assert [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()] == [
         {k: row[k] for k in ("prompt", "chosen", "rejected")} for row in first.rows
     ]
+
+
+def test_by_default_samples_cut_at_the_cap_make_no_pairs(setup, tmp_path):
+    model, tokenizer, prompts = setup  # a random model does not sample the end token within 6 tokens
+    with pytest.raises(ValueError, match="12 stopped at max_new_tokens=6 and are left out"):
+        sample_score_and_pair(model, tokenizer, prompts, 4, 6, tmp_path / "p.jsonl", seed=3, reward_fn=length_reward)
+    made = sample_score_and_pair(
+        model, tokenizer, prompts, 4, 6, tmp_path / "p.jsonl", seed=3, reward_fn=length_reward, keep_capped=True
+    )
+    assert made.capped == len(made.samples) == 12 and not any(s[2][-1] == tokenizer.eos_token_id for s in made.samples)
+    assert made.describe() == f"12 samples, 12 (100%) cut at the token cap and kept; {len(made.rows)} pairs"
