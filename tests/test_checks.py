@@ -109,3 +109,10 @@ def test_completions_cut_at_a_generation_cap_are_reported(tokenizer):
     finished = [{**row, "chosen": row["chosen"] + ".", "rejected": row["rejected"] + "."} for row in cut]
     assert check_preference_data(ended + finished, tokenizer).findings == []  # they end a sentence
     assert check_preference_data(ended + cut[:1], tokenizer).findings == []  # 2 of 10: no pile-up
+
+
+def test_the_shipped_pairs_were_sampled_to_their_end(tokenizer):
+    from dpo_utils.config import DATA_DIR
+
+    report = check_preference_data(DATA_DIR / "sentiment_pairs.jsonl", tokenizer)
+    assert "capped" not in report.checks_failed and report.n_rows == 138, str(report)

@@ -163,7 +163,7 @@ def test_shipped_pairs_split_for_the_offline_preset():
     train, test = load_preference_splits(
         cpu.dataset, tokenizer, cpu.train_pairs, cpu.test_pairs, cpu.max_prompt_length, cpu.max_completion_length
     )
-    assert (len(train), len(test)) == (48, 24) and cpu.dataset == str(SHIPPED_DATASET)
+    assert (len(train), len(test)) == (96, 40) and cpu.dataset == str(SHIPPED_DATASET)
     assert {repr(r["prompt"]) for r in train}.isdisjoint({repr(r["prompt"]) for r in test})
 
 

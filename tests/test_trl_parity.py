@@ -47,7 +47,7 @@ BOUNDARY_ROWS = {
 def test_tokenization_matches_trl_on_every_shipped_pair(tokenizer):
     rows = [json.loads(line) for line in (DATA_DIR / "sentiment_pairs.jsonl").read_text().splitlines() if line.strip()]
     ours, _ = prepare_preference_data(rows, tokenizer, max_prompt_length=10**6, max_completion_length=10**6)
-    assert len(rows) == 72 and ours == trl_tokenized_pairs(tokenizer, rows)
+    assert len(rows) == 138 and ours == trl_tokenized_pairs(tokenizer, rows)
 
 
 @pytest.mark.parametrize("case", BOUNDARY_ROWS)
