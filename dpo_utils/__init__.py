@@ -21,6 +21,9 @@ One concept per module:
 - ``sentiment``      the controlled-sentiment experiment of notebook 07
 - ``coverage``       who wrote the responses: off-policy and on-policy pairs in the tabular world
 - ``iterative``      iterative (on-policy) DPO: sample, rank with a reward, pair, train again
+- ``best_of_n``      best-of-N from the reference: expected best reward, its KL, the closed-form bound
+- ``online_rl``      the online-RL baseline: TRL's GRPO with a reward function and a KL penalty, checkpointed
+- ``frontier``       methods traced through training on one reward-KL plot
 - ``presets``        run presets for notebook 08, per kind of machine
 - ``lora``           LoRA adapters with peft, and the reference model for free (adapters disabled)
 - ``hub_data``       notebook 08's preference data: hub or shipped JSONL, length-filtered, split by prompt

@@ -49,10 +49,13 @@ def on_policy_rows(
     seed: int,
     min_gap: float = 0.1,
     keep_capped: bool = False,
+    batch_size: int = 16,
 ) -> list[dict]:
-    """Sample ``n_samples`` completions per prompt from ``policy``, score them, pair best against
-    worst; samples cut at ``max_new_tokens`` are dropped unless ``keep_capped``."""
-    samples = sample_completions(policy, tokenizer, prompts, n_samples, max_new_tokens, seed=seed)
+    """Sample ``n_samples`` completions per prompt from ``policy`` (``batch_size`` at once), score them,
+    pair best against worst; samples cut at ``max_new_tokens`` are dropped unless ``keep_capped``."""
+    samples = sample_completions(
+        policy, tokenizer, prompts, n_samples, max_new_tokens, seed=seed, batch_size=batch_size
+    )
     eos = None if keep_capped else tokenizer.eos_token_id
     return best_vs_worst_rows(prompts, samples, reward_fn([text for *_, text in samples]), min_gap, eos)
 

@@ -104,16 +104,19 @@ def sample_score_and_pair(
     min_gap: float = 0.1,
     max_prompt_length: int = 128,
     keep_capped: bool = False,
+    batch_size: int = 16,
 ) -> SampledPairs:
     """Notebook 07's pipeline: sample ``n_samples`` completions per prompt from ``model`` (``seed``),
     score them with ``reward_fn`` (default: VADER), drop the samples cut at ``max_new_tokens``
     (unless ``keep_capped``), pair each prompt's best with its ``pairs_per_prompt`` worst
     (:func:`build_preference_rows`), save the rows as JSONL at ``path`` and tokenize that file
-    (completions up to ``max_new_tokens + 1`` tokens, room for EOS)."""
+    (completions up to ``max_new_tokens + 1`` tokens, room for EOS). ``batch_size``: samples generated at once."""
     from dpo_utils.data import prepare_preference_data, save_preference_jsonl
     from dpo_utils.evaluation import sample_completions, vader_reward
 
-    samples = sample_completions(model, tokenizer, prompts, n_samples, max_new_tokens, seed=seed)
+    samples = sample_completions(
+        model, tokenizer, prompts, n_samples, max_new_tokens, seed=seed, batch_size=batch_size
+    )
     rewards = (reward_fn or vader_reward)([text for *_, text in samples])
     eos = None if keep_capped else tokenizer.eos_token_id
     rows = build_preference_rows(prompts, samples, rewards, pairs_per_prompt, min_gap, eos_token_id=eos)
