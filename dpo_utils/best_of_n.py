@@ -25,7 +25,7 @@ import math
 import statistics
 from collections import Counter
 
-from dpo_utils.intervals import group_by_prompt, mean_with_prompt_interval, prompt_standard_error
+from dpo_utils.intervals import group_by_prompt, summary_over_prompts
 
 
 def kl_bound(n: int) -> float:
@@ -81,14 +81,8 @@ def best_of_n_results(rewards, prompts, ns, lengths=None, capped=None) -> dict[i
             for name in ("length", "capped"):
                 per_prompt[name].append(sum(w * x for w, x in zip(weights, grouped[name][key])))
         results[n] = {"n": n, "kl_bound": kl_bound(n), "per_sample": per_prompt}
-        for name, column in (("reward", "reward"), ("kl", "log_ratio")):
-            interval = mean_with_prompt_interval(per_prompt[column], per_prompt["prompt"])
-            results[n] |= {
-                name: interval["mean"],
-                f"{name}_sem": prompt_standard_error(per_prompt[column], per_prompt["prompt"]),
-                f"{name}_low": interval["low"],
-                f"{name}_high": interval["high"],
-            }
+        results[n] |= summary_over_prompts("reward", per_prompt["reward"], per_prompt["prompt"])
+        results[n] |= summary_over_prompts("kl", per_prompt["log_ratio"], per_prompt["prompt"])
         results[n] |= {name: statistics.fmean(per_prompt[name]) for name in ("length", "capped")}
     return results
 

@@ -23,7 +23,7 @@ from dpo_utils.intervals import (
     describe_difference,
     mean_with_prompt_interval,
     paired_difference,
-    prompt_standard_error,
+    summary_over_prompts,
 )
 from dpo_utils.logprobs import completion_logprobs_lean
 from dpo_utils.precision import (
@@ -187,14 +187,8 @@ def evaluate_policy(
     capped = [hit_the_cap(completion, tokenizer.eos_token_id, max_new_tokens) for _, _, completion, _ in samples]
     per_sample = {"prompt": prompt_index, "reward": rewards, "log_ratio": log_ratios}
     result = {"per_sample": per_sample | {"length": lengths, "capped": capped}}
-    for name, values in (("reward", rewards), ("kl", log_ratios)):
-        interval = mean_with_prompt_interval(values, prompt_index)
-        result |= {
-            name: interval["mean"],
-            f"{name}_sem": prompt_standard_error(values, prompt_index),
-            f"{name}_low": interval["low"],
-            f"{name}_high": interval["high"],
-        }
+    result |= summary_over_prompts("reward", rewards, prompt_index)
+    result |= summary_over_prompts("kl", log_ratios, prompt_index)
     result |= {
         "length": statistics.fmean(lengths),
         "capped": statistics.fmean(capped),

@@ -106,3 +106,15 @@ def describe_difference(result: dict, digits: int = 3) -> str:
         f"{result['difference']:+.{digits}f} ({result['level']:.0%} paired interval over "
         f"{result['n_prompts']} prompts: {result['low']:+.{digits}f} to {result['high']:+.{digits}f}; {verdict})"
     )
+
+
+def summary_over_prompts(name: str, values, prompts) -> dict:
+    """``name``, ``name_sem``, ``name_low`` and ``name_high``: the mean of ``values`` with its standard
+    error and 95% bootstrap interval over prompts, the keys of an evaluation result."""
+    interval = mean_with_prompt_interval(values, prompts)
+    return {
+        name: interval["mean"],
+        f"{name}_sem": prompt_standard_error(values, prompts),
+        f"{name}_low": interval["low"],
+        f"{name}_high": interval["high"],
+    }

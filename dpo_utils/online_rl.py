@@ -65,35 +65,37 @@ def grpo_config(
     completions = prompts_per_step * num_generations
     if completions % micro_batch_size:
         raise ValueError(f"micro_batch_size={micro_batch_size} must divide {completions} completions per step")
-    return GRPOConfig(
-        output_dir=str(output_dir),
-        beta=beta,
-        num_generations=num_generations,
-        max_completion_length=max_completion_length,
-        scale_rewards=scale_rewards,
-        loss_type=loss_type,
-        num_iterations=1,
-        per_device_train_batch_size=micro_batch_size,
-        gradient_accumulation_steps=completions // micro_batch_size,  # = steps_per_generation: one sampling per step
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        max_steps=steps,
-        learning_rate=learning_rate,
-        lr_scheduler_type="constant",
-        activation_checkpointing=False,  # TRL's default (True) would cost time; micro-batches bound the memory
-        bf16=False,
-        use_cpu=use_cpu,
-        model_init_kwargs={"dtype": dtype},
-        disable_dropout=True,
-        save_strategy="steps",
-        save_steps=save_every,
-        save_only_model=True,
-        logging_steps=1,
-        report_to="none",
-        disable_tqdm=True,
-        seed=seed,
-    )
+    accumulation = completions // micro_batch_size  # = steps_per_generation: one sampling per optimizer step
+    with quiet_checkpointing_renames():  # the old name, which every transformers version from 4.56 reads
+        return GRPOConfig(
+            output_dir=str(output_dir),
+            beta=beta,
+            num_generations=num_generations,
+            max_completion_length=max_completion_length,
+            scale_rewards=scale_rewards,
+            loss_type=loss_type,
+            num_iterations=1,
+            per_device_train_batch_size=micro_batch_size,
+            gradient_accumulation_steps=accumulation,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_steps=steps,
+            learning_rate=learning_rate,
+            lr_scheduler_type="constant",
+            gradient_checkpointing=False,  # TRL's default (True) would cost time; micro-batches bound the memory
+            bf16=False,
+            use_cpu=use_cpu,
+            model_init_kwargs={"dtype": dtype},
+            disable_dropout=True,
+            save_strategy="steps",
+            save_steps=save_every,
+            save_only_model=True,
+            logging_steps=1,
+            report_to="none",
+            disable_tqdm=True,
+            seed=seed,
+        )
 
 
 def train_grpo(
