@@ -85,3 +85,23 @@ def best_of_n_results(rewards, prompts, ns, lengths=None, capped=None) -> dict[i
         results[n] |= summary_over_prompts("kl", per_prompt["log_ratio"], per_prompt["prompt"])
         results[n] |= {name: statistics.fmean(per_prompt[name]) for name in ("length", "capped")}
     return results
+
+
+def evaluate_best_of_n(
+    reference, tokenizer, prompts, m: int, ns, max_new_tokens: int, seed: int = 2, reward_fn=None, **sampling
+):
+    """Sample ``m`` completions per prompt from ``reference``, score them with ``reward_fn`` (texts to
+    rewards; default VADER) and return :func:`best_of_n_results` for each N in ``ns``: all N <= m come
+    from the same samples. ``sampling``: more arguments for
+    :func:`~dpo_utils.evaluation.sample_completions` (``batch_size``)."""
+    from dpo_utils.evaluation import hit_the_cap, sample_completions, vader_reward
+
+    samples = sample_completions(reference, tokenizer, prompts, m, max_new_tokens, seed, **sampling)
+    completions = [completion for _, _, completion, _ in samples]
+    return best_of_n_results(
+        (reward_fn or vader_reward)([text for *_, text in samples]),
+        [index for index, *_ in samples],
+        ns,
+        lengths=[len(c) for c in completions],
+        capped=[hit_the_cap(c, tokenizer.eos_token_id, max_new_tokens) for c in completions],
+    )

@@ -71,12 +71,15 @@ def run_rounds(
     evaluate=None,
     max_completion_length: int = 64,
     max_prompt_length: int = 128,
+    first_reference_logps=None,
 ) -> list[dict]:
     """Train ``policy`` for ``len(configs)`` rounds; round ``r`` uses ``configs[r]`` (a ``DPOConfig``).
 
     Round 0 trains on ``first_rows``; round ``r >= 1`` on ``make_rows(policy, r)``, rows drawn from
     the policy as it is when the round starts. ``evaluate(policy)`` (optional) runs after each
-    round. Returns one summary per round: ``round``, ``pairs``, ``history`` and ``eval``.
+    round. ``first_reference_logps`` (optional): round 0's reference log-probs, when a run on the same
+    rows has computed them already. Returns one summary per round: ``round``, ``pairs``, ``history``
+    and ``eval``.
     """
     output_dir, summaries = Path(output_dir), []
     for index, config in enumerate(configs):
@@ -91,7 +94,9 @@ def run_rounds(
         pairs, _ = prepare_preference_data(folder / "pairs.jsonl", tokenizer, max_prompt_length, max_completion_length)
         reference_logps = None  # a resumed round reads them from its checkpoint
         if not (folder / "checkpoint" / "state.pt").exists():
-            reference_logps = reference_logprobs(reference, pairs, tokenizer.pad_token_id, config)
+            reference_logps = first_reference_logps if index == 0 else None
+            if reference_logps is None:
+                reference_logps = reference_logprobs(reference, pairs, tokenizer.pad_token_id, config)
         history = DPOTrainer(policy, tokenizer, pairs, config, folder, reference_logps).train()
         result = evaluate(policy) if evaluate else None
         summary = {"round": index, "pairs": len(pairs), "history": history, "eval": result}

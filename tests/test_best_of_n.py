@@ -61,3 +61,34 @@ def test_results_have_one_value_per_prompt_and_compare_with_evaluate_policy_resu
     assert results[4]["reward_low"] < results[4]["reward"] < results[4]["reward_high"] and results[4]["length"] == 10
     difference = compare_evaluations(results[16], results[1])
     assert difference["n_prompts"] == 6 and difference["separated"] and difference["difference"] > 0
+
+
+def test_evaluate_best_of_n_ranks_the_references_own_samples():
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from dpo_utils.best_of_n import evaluate_best_of_n
+    from dpo_utils.config import DATA_DIR
+    from dpo_utils.evaluation import sample_completions
+    from dpo_utils.models import ensure_pad_token, offline_model_dir
+    from dpo_utils.sentiment import load_prompts
+
+    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
+    ensure_pad_token(tokenizer)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    model = LlamaForCausalLM(config).eval()
+    prompts = load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "test")[:3]
+    count_e = lambda texts: [text.count("e") / 10 for text in texts]  # random text has no sentiment words
+    results = evaluate_best_of_n(model, tokenizer, prompts, 4, [1, 4], 6, reward_fn=count_e)
+
+    samples = sample_completions(model, tokenizer, prompts, 4, 6, seed=2)
+    scores = [count_e([text for i, *_, text in samples if i == p]) for p in range(3)]
+    assert len(set(sum(scores, []))) > 3  # the check below needs rewards that differ
+    assert results[1]["reward"] == pytest.approx(sum(sum(s) / 4 for s in scores) / 3)
+    assert results[4]["reward"] == pytest.approx(sum(max(s) for s in scores) / 3)
+    assert results[1]["kl"] == pytest.approx(0.0)
+    assert 0 < results[4]["kl"] <= kl_bound(4) + 1e-12
+    assert results[4]["capped"] == 1.0  # 6 new tokens of a random model never end on their own

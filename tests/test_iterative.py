@@ -7,9 +7,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from dpo_utils.data import prepare_preference_data
 from dpo_utils.iterative import best_vs_worst_rows, on_policy_rows, run_rounds
 from dpo_utils.models import DEFAULT_MODEL, ensure_pad_token, resolve_model_path
-from dpo_utils.trainer import DPOConfig, DPOTrainer
+from dpo_utils.trainer import DPOConfig, DPOTrainer, ReferenceLogprobs, reference_logprobs
 
 PROMPTS = [[{"role": "user", "content": f"Review film {k}."}] for k in range(3)]
 
@@ -88,7 +89,7 @@ FIRST_ROWS = [
 ]
 
 
-def run(policy, reference, tokenizer, folder):
+def run(policy, reference, tokenizer, folder, first_reference_logps=None):
     make_rows = lambda current, r: on_policy_rows(
         current, tokenizer, PROMPTS, length_reward, 4, 8, seed=100 + r, min_gap=0.0, keep_capped=True
     )
@@ -98,7 +99,17 @@ def run(policy, reference, tokenizer, folder):
         )
         for r in range(3)
     ]
-    return run_rounds(policy, reference, tokenizer, FIRST_ROWS, make_rows, configs, folder, max_completion_length=12)
+    return run_rounds(
+        policy,
+        reference,
+        tokenizer,
+        FIRST_ROWS,
+        make_rows,
+        configs,
+        folder,
+        max_completion_length=12,
+        first_reference_logps=first_reference_logps,
+    )
 
 
 def test_an_interrupted_round_resumes_and_ends_where_an_uninterrupted_loop_does(tokenizer, tmp_path, monkeypatch):
@@ -137,3 +148,18 @@ def test_an_interrupted_round_resumes_and_ends_where_an_uninterrupted_loop_does(
     assert (
         json.loads((tmp_path / "resumed" / "round_1" / "round.json").read_text())["history"] == summaries[1]["history"]
     )
+
+
+def test_round_zero_uses_given_reference_logprobs(tokenizer, tmp_path):
+    """Round 0 takes reference log-probs computed elsewhere; they decide its first loss."""
+    reference = tiny_model(tokenizer).requires_grad_(False)
+    pairs, _ = prepare_preference_data(FIRST_ROWS, tokenizer, 128, 12)
+    config = DPOConfig(beta=0.1, batch_size=2, seed=0)
+    given = reference_logprobs(reference, pairs, tokenizer.pad_token_id, config)
+    computed = run(copy.deepcopy(reference).requires_grad_(True), reference, tokenizer, tmp_path / "a", given)
+    assert abs(computed[0]["history"][0]["loss"] - 0.6931) < 1e-3
+
+    shifted = ReferenceLogprobs(given.values + torch.tensor([0.0, 5.0]), given.mixed_precision)  # rejected +5 nats
+    moved = run(copy.deepcopy(reference).requires_grad_(True), reference, tokenizer, tmp_path / "b", shifted)
+    expected = torch.nn.functional.softplus(torch.tensor(-0.1 * 5.0)).item()  # -log sigmoid(beta * 5)
+    assert abs(moved[0]["history"][0]["loss"] - expected) < 1e-3
