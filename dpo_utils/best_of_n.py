@@ -94,14 +94,9 @@ def evaluate_best_of_n(
     rewards; default VADER) and return :func:`best_of_n_results` for each N in ``ns``: all N <= m come
     from the same samples. ``sampling``: more arguments for
     :func:`~dpo_utils.evaluation.sample_completions` (``batch_size``)."""
-    from dpo_utils.evaluation import hit_the_cap, sample_completions, vader_reward
+    from dpo_utils.evaluation import lengths_and_caps, sample_completions, vader_reward
 
     samples = sample_completions(reference, tokenizer, prompts, m, max_new_tokens, seed, **sampling)
-    completions = [completion for _, _, completion, _ in samples]
-    return best_of_n_results(
-        (reward_fn or vader_reward)([text for *_, text in samples]),
-        [index for index, *_ in samples],
-        ns,
-        lengths=[len(c) for c in completions],
-        capped=[hit_the_cap(c, tokenizer.eos_token_id, max_new_tokens) for c in completions],
-    )
+    lengths, capped = lengths_and_caps(samples, tokenizer.eos_token_id, max_new_tokens)
+    rewards = (reward_fn or vader_reward)([text for *_, text in samples])
+    return best_of_n_results(rewards, [index for index, *_ in samples], ns, lengths=lengths, capped=capped)

@@ -183,8 +183,7 @@ def evaluate_policy(
     logprobs = lambda model: sequence_logprobs_of(model, samples, tokenizer.pad_token_id, mixed_precision=precision)
     log_ratios = (logprobs(policy) - logprobs(reference)).tolist()
     prompt_index = [index for index, *_ in samples]
-    lengths = [len(completion) for _, _, completion, _ in samples]
-    capped = [hit_the_cap(completion, tokenizer.eos_token_id, max_new_tokens) for _, _, completion, _ in samples]
+    lengths, capped = lengths_and_caps(samples, tokenizer.eos_token_id, max_new_tokens)
     per_sample = {"prompt": prompt_index, "reward": rewards, "log_ratio": log_ratios}
     result = {"per_sample": per_sample | {"length": lengths, "capped": capped}}
     result |= summary_over_prompts("reward", rewards, prompt_index)
@@ -195,6 +194,13 @@ def evaluate_policy(
         "samples": [(prompts[i], text, r) for (i, _, _, text), r in zip(samples, rewards)],
     }
     return result
+
+
+def lengths_and_caps(samples, eos_token_id: int, max_new_tokens: int) -> tuple[list[int], list[bool]]:
+    """Each sample's completion length in tokens and whether it stopped at the cap (:func:`hit_the_cap`);
+    ``samples`` from :func:`sample_completions`."""
+    completions = [completion for _, _, completion, _ in samples]
+    return [len(c) for c in completions], [hit_the_cap(c, eos_token_id, max_new_tokens) for c in completions]
 
 
 def hit_the_cap(completion: list[int], eos_token_id: int, max_new_tokens: int) -> bool:
