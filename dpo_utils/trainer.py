@@ -642,6 +642,7 @@ class DPOTrainer:
             if self.config.save_final_model and main:
                 self.model.save_pretrained(self.output_dir / "final")
                 self.tokenizer.save_pretrained(self.output_dir / "final")
+        self.accelerator.wait_for_everyone()  # every process returns once the main one has written
         return self.history
 
     def save_checkpoint(self, keep_optimizer: bool = True) -> None:

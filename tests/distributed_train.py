@@ -7,6 +7,7 @@ process when it is about to start step K + 1, as a crash or a cluster's pre-empt
 import argparse
 import os
 import signal
+from pathlib import Path
 
 import torch
 
@@ -41,6 +42,9 @@ def main() -> None:
     resumed_at, load = [], trainer.load_checkpoint
     trainer.load_checkpoint = lambda: (load(), resumed_at.append(trainer.step))
     history = trainer.train()
+    if args.output_dir:  # train() returns on every process only after the main one wrote the last checkpoint
+        final = torch.load(Path(args.output_dir) / "checkpoint" / "state.pt", weights_only=False)
+        assert final["step"] == args.steps and final["optimizer"] is None, final["step"]
     if trainer.accelerator.is_main_process:
         torch.save(
             {
@@ -51,6 +55,8 @@ def main() -> None:
             },
             args.output,
         )
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # close the process group before the interpreter tears it down
 
 
 if __name__ == "__main__":
