@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -63,23 +64,37 @@ def temporary_runs_dir(name: str):
         shutil.rmtree(parent, ignore_errors=True)
 
 
-def terminal_text(text: str) -> str:
-    """``text`` as a terminal leaves it: each carriage return redraws its line from the start.
+CURSOR_UP = "\x1b[A"  # what tqdm writes to return from a nested bar's line to its own
 
-    A line that redraws ends in its final state; one that a redraw blanked (a closed bar with
-    ``leave=False``) is dropped. Lines without a carriage return are kept as they are.
+
+def terminal_text(text: str) -> str:
+    """``text`` as a terminal leaves it: a carriage return redraws its line from the start, and the
+    cursor-up code of nested bars returns to the line above.
+
+    A line that was redrawn ends in its final state, and is dropped if a redraw blanked it (a closed
+    bar with ``leave=False``). Lines never redrawn are kept as they are.
     """
-    lines, raw = [], text.split("\n")
-    for index, line in enumerate(raw):
-        if "\r" not in line:
-            lines.append(line)
-            continue
-        shown = ""
-        for segment in line.split("\r"):
-            shown = segment + shown[len(segment) :]
-        if shown.strip() or index == len(raw) - 1:  # the last keeps the preceding newline
-            lines.append(shown.rstrip())
-    return "\n".join(lines)
+    rows, redrawn, row, column = [""], set(), 0, 0
+    for token in re.split(r"(\r|\n|\x1b\[A)", text):
+        if token == "\n":
+            row, column = row + 1, 0
+            if row == len(rows):
+                rows.append("")
+        elif token == "\r":
+            column = 0
+            redrawn.add(row)
+        elif token == CURSOR_UP:
+            row = max(0, row - 1)
+        elif token:
+            line = rows[row].ljust(column)
+            rows[row] = line[:column] + token + line[column + len(token) :]
+            column += len(token)
+    last = len(rows) - 1  # kept even when blank: it holds the preceding newline
+    return "\n".join(
+        line.rstrip() if index in redrawn else line
+        for index, line in enumerate(rows)
+        if index not in redrawn or line.strip() or index == last
+    )
 
 
 def render_streams(notebook) -> None:

@@ -1,9 +1,13 @@
 """dpo-run-notebook: full runs store outputs in place; reduced runs never overwrite them."""
 
+import io
+
 import nbformat
 import pytest
+from tqdm import tqdm
 
 from dpo_utils import notebooks
+from dpo_utils.notebooks import CURSOR_UP
 
 
 def tiny_notebook(path):
@@ -78,3 +82,16 @@ def test_stored_progress_bar_is_its_final_state(tmp_path, monkeypatch):
 def test_terminal_text_keeps_plain_lines_and_drops_blanked_bars():
     assert notebooks.terminal_text("a\n\nb 1/2\rb 2/2\nc 0/1\r      \r\n") == "a\n\nb 2/2\n"
     assert notebooks.terminal_text("long line\rshort\n") == "shortline\n"
+
+
+def test_terminal_text_keeps_an_outer_bar_redrawn_around_a_closed_nested_bar():
+    """tqdm draws a nested bar one line down and returns with cursor-up; closed with leave=False, it is blanked."""
+    stream = io.StringIO()
+    outer = tqdm(total=3, desc="outer", file=stream, mininterval=0, ascii=True, bar_format="{desc} {n}/{total}")
+    for _ in range(3):
+        for _ in tqdm(range(2), desc="inner", file=stream, leave=False, mininterval=0, ascii=True):
+            pass
+        outer.update(1)
+    outer.close()
+    assert CURSOR_UP in stream.getvalue()  # the nested bar really moved the cursor
+    assert notebooks.terminal_text("before\n" + stream.getvalue() + "after\n") == "before\nouter 3/3\nafter\n"
