@@ -75,7 +75,7 @@ def terminal_text(text: str) -> str:
     bar with ``leave=False``). Lines never redrawn are kept as they are.
     """
     rows, redrawn, row, column = [""], set(), 0, 0
-    for token in re.split(r"(\r|\n|\x1b\[A)", text):
+    for token in re.split(f"(\r|\n|{re.escape(CURSOR_UP)})", text):
         if token == "\n":
             row, column = row + 1, 0
             if row == len(rows):
