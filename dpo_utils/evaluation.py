@@ -245,6 +245,16 @@ def evaluation_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def describe_seed_spread(results: dict, names, label: str) -> str:
+    """One line on runs that differ only in their training seed (``names``, keys of ``results``):
+    the lowest and highest reward and KL, and the spread (highest minus lowest) of each."""
+    parts = []
+    for key, shown in (("reward", "reward"), ("kl", "KL")):
+        values = [results[name][key] for name in names]
+        parts.append(f"{shown} {min(values):+.3f} to {max(values):+.3f} (spread {max(values) - min(values):.3f})")
+    return f"{label}, {len(names)} seeds: " + "; ".join(parts)
+
+
 @torch.no_grad()
 def heldout_preference_metrics(
     policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8, mixed_precision=None

@@ -105,3 +105,16 @@ def test_describe_comparisons_gives_one_paired_line_per_comparison():
     assert lines[0].startswith("A - B, reward:") and lines[0].endswith("separated)")
     assert lines[1].startswith("B - B, KL:    ") and "+0.000" in lines[1] and "not separated" in lines[1]
     assert describe_difference(compare_evaluations(results["A"], results["B"])) in lines[0]
+
+
+def test_describe_seed_spread_gives_the_range_of_reward_and_kl_over_seeds():
+    from dpo_utils.evaluation import describe_seed_spread
+
+    results = {
+        "run, seed 0": {"reward": 0.5, "kl": 2.0},
+        "run, seed 1": {"reward": 0.625, "kl": 1.5},
+        "other": {"reward": 9.0, "kl": 9.0},  # not one of the seeds: must not count
+        "run, seed 2": {"reward": 0.55, "kl": 2.25},
+    }
+    line = describe_seed_spread(results, ["run, seed 0", "run, seed 1", "run, seed 2"], "run")
+    assert line == "run, 3 seeds: reward +0.500 to +0.625 (spread 0.125); KL +1.500 to +2.250 (spread 0.750)"
