@@ -27,6 +27,8 @@ from pathlib import Path
 from dpo_utils.config import RUNS_DIR, RUNS_VARIABLE
 
 REDUCED_DIR = RUNS_DIR / "reduced-notebooks"
+# Per cell. Some full-size training cells run for over an hour on a 2-core CPU (09's eight variants).
+CELL_TIMEOUT = 4 * 3600
 # What JupyterLab writes into a notebook on its first save: committed notebooks carry it, so
 # opening one leaves `git status` clean.
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
@@ -119,7 +121,7 @@ def render_streams(notebook) -> None:
             cell.outputs = [output for output in merged if output.output_type != "stream" or output.text.strip()]
 
 
-def run_notebook(path: Path, size: str = "full", timeout: int = 3600, output: Path | None = None) -> float:
+def run_notebook(path: Path, size: str = "full", timeout: int = CELL_TIMEOUT, output: Path | None = None) -> float:
     """Execute ``path`` in its own folder with ``DPO_TUTORIAL_SIZE=size``; save to ``output``; return seconds.
 
     ``output`` defaults to :func:`output_path` (``path`` itself for a full-size run)."""
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--size", default="full", choices=["full", "reduced"])
-    parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT, help="seconds per cell")
     parser.add_argument(
         "--output-dir",
         type=Path,
