@@ -35,15 +35,24 @@ def plot_history(history: Sequence[Mapping[str, float]], keys: Sequence[str], ti
     return plot_runs({"run": history}, keys, title)
 
 
-def plot_reward_vs_kl(results, title: str = "Held-out reward against KL to the reference"):
+def plot_reward_vs_kl(results, title: str = "Held-out reward against KL to the reference", groups=None):
     """Scatter of evaluation results ``{name: result of evaluate_policy}``: error bars are the 95%
     intervals over prompts (``reward_low``/``reward_high``, ``kl_low``/``kl_high``), or the standard
-    errors ``reward_sem``/``kl_sem`` for results that have no interval."""
-    crowded = len(results) > 5  # a legend inside the axes would hide points
+    errors ``reward_sem``/``kl_sem`` for results that have no interval.
+
+    ``groups`` maps names to a group, such as one method trained with several seeds: a group's
+    points share one colour and one legend entry (a name it leaves out is its own group)."""
+    group_of = {name: (groups or {}).get(name, name) for name in results}
+    colours = {group: f"C{i % 10}" for i, group in enumerate(dict.fromkeys(group_of.values()))}
+    crowded = len(colours) > 5  # a legend inside the axes would hide points
     fig, ax = plt.subplots(figsize=(8.5, 4) if crowded else (6, 4))
+    labelled = set()
     for name, res in results.items():
+        group = group_of[name]
+        label = None if group in labelled else group
+        labelled.add(group)
         bars = {"xerr": _error_bar(res, "kl"), "yerr": _error_bar(res, "reward")}
-        ax.errorbar(res["kl"], res["reward"], fmt="o", capsize=3, label=name, **bars)
+        ax.errorbar(res["kl"], res["reward"], fmt="o", capsize=3, color=colours[group], label=label, **bars)
     ax.set(xlabel="sequence-level KL(pi || pi_ref)  [nats]", ylabel="mean true reward (VADER)", title=title)
     ax.grid(alpha=0.3)
     if crowded:
