@@ -278,13 +278,19 @@ def first_epoch_layout(n_pairs: int, config: DPOConfig, num_processes: int = 1) 
 
 @dataclass
 class ReferenceLogprobs:
-    """The reference's log-probs of every pair (``values[i] = (chosen, rejected)``) and the compute
-    precision they were computed in. :class:`DPOTrainer` refuses them when its own precision differs:
-    a policy equal to the reference must start at loss log 2, and a reference computed in another
-    precision differs from the policy by rounding noise as large as the first steps' signal."""
+    """The reference's log-probs of every pair (``values[i] = (chosen, rejected)``), the compute
+    precision they were computed in and the micro-batches they were computed in (``layout``, from
+    :func:`first_epoch_layout`; ``None`` if unknown).
+
+    A policy equal to the reference must start at loss log 2. :class:`DPOTrainer` therefore refuses
+    them when its own precision differs, since rounding noise would then be as large as the first
+    steps' signal. Under half precision it also computes its own when it would batch the pairs
+    differently (another seed or batch size), since the rounding depends on the batch; in fp32
+    the batch changes the last bits only, and it reuses them."""
 
     values: torch.Tensor
     mixed_precision: str
+    layout: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -310,7 +316,7 @@ def reference_logprobs(reference, pairs, pad_token_id, config: DPOConfig, num_pr
         mixed_precision=precision,
         layout=layout,
     )
-    return ReferenceLogprobs(values, precision)
+    return ReferenceLogprobs(values, precision, layout)
 
 
 def batch_indices(step: int, n_pairs: int, batch_size: int, seed: int) -> list[int]:
@@ -423,7 +429,9 @@ class DPOTrainer:
     """Train ``model`` on tokenized preference ``pairs``; see :class:`DPOConfig`.
 
     ``output_dir`` receives ``checkpoint/`` (for resume) and, at the end, ``final/``
-    (``save_pretrained`` output). ``reference_logps`` may be given to skip recomputing them.
+    (``save_pretrained`` output). ``reference_logps`` (:func:`reference_logprobs`) may be given to
+    skip recomputing them; the trainer uses them where they fit (see :class:`ReferenceLogprobs`), so
+    runs that differ in seed, β or objective can all be given the same ones.
     Trained parameters must be fp32 (load with ``dtype=torch.float32``, the default of
     :func:`~dpo_utils.models.load_model_and_tokenizer`); a frozen LoRA base may be half precision.
     """
@@ -465,6 +473,19 @@ class DPOTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
         self.scaler = grad_scaler(self.device, self.mixed_precision)
         self.reference_logps = self._checked_reference(reference_logps)
+        if self.reference_logps is not None and not self._fits_batches(self.reference_logps):
+            self.reference_logps = None  # computed in this run's own batches by ensure_reference_logps
+
+    def _fits_batches(self, reference_logps: ReferenceLogprobs) -> bool:
+        """Whether this run can use ``reference_logps``: only DPO uses a reference, and under half
+        precision only log-probs computed in this run's own batches start it at loss log 2."""
+        if self.config.objective != "dpo":
+            return False
+        if self.mixed_precision == "no":
+            return True
+        return reference_logps.layout == first_epoch_layout(
+            len(self.pairs), self.config, self.accelerator.num_processes
+        )
 
     def _checked_reference(self, reference_logps):
         """``reference_logps`` if they match this run's pairs and precision; a clear error otherwise."""

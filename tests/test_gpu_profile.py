@@ -113,6 +113,23 @@ def test_step_one_is_log_2_with_reference_logprobs_computed_once_for_several_run
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
+def test_one_shared_reference_serves_runs_of_other_seeds_and_objectives(tokenizer, shipped_pairs, precision):
+    """Notebooks give every run the same reference log-probs; the trainer uses them where they fit."""
+    reference = model_for(tokenizer).requires_grad_(False)
+    shared = reference_logprobs(
+        reference, shipped_pairs, tokenizer.pad_token_id, DPOConfig(batch_size=4, mixed_precision=precision)
+    )
+    other_seed = DPOConfig(batch_size=4, max_steps=1, mixed_precision=precision, seed=1)  # other batches
+    policy = copy.deepcopy(reference).requires_grad_(True)
+    trainer = DPOTrainer(policy, tokenizer, shipped_pairs, other_seed, None, shared)
+    assert (trainer.reference_logps is shared) == (precision == "no")  # half precision: computes its own
+    _assert_starts_at_log_2(trainer.train_step())
+    sft = DPOConfig(objective="sft", batch_size=4, max_steps=1, mixed_precision=precision)
+    policy = copy.deepcopy(reference).requires_grad_(True)
+    assert DPOTrainer(policy, tokenizer, shipped_pairs, sft, None, shared).reference_logps is None
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
 def test_step_one_is_log_2_in_the_first_round_of_iterative_dpo(tokenizer, tmp_path, precision):
     """Notebook 11: run_rounds computes the reference log-probs from the reference model."""
     reference = model_for(tokenizer).requires_grad_(False)
