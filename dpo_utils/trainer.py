@@ -279,46 +279,58 @@ def first_epoch_layout(n_pairs: int, config: DPOConfig, num_processes: int = 1) 
 @dataclass
 class ReferenceLogprobs:
     """The reference's log-probs of every pair (``values[i] = (chosen, rejected)``), the compute
-    precision they were computed in and the micro-batches they were computed in (``layout``, from
-    :func:`first_epoch_layout`; ``None`` if unknown).
+    precision they were computed in and how they were batched (``batching``, from
+    :func:`reference_batching`; ``None`` if unknown).
 
     A policy equal to the reference must start at loss log 2. :class:`DPOTrainer` therefore refuses
     them when its own precision differs, since rounding noise would then be as large as the first
     steps' signal. Under half precision it also computes its own when it would batch the pairs
-    differently (another seed or batch size), since the rounding depends on the batch. In fp32 it
+    differently (another seed, batch size, padding side or log-prob mode), since the rounding
+    depends on the batch. In fp32 it
     reuses them: there another batching moves SmolLM2's summed log-probs by rounding only (at most
     2e-4 nats on the sentiment pairs), and the first step's loss is log 2 within 3e-5 rather than
     to the last bit. A run that must start exactly at log 2 passes ``None`` instead."""
 
     values: torch.Tensor
     mixed_precision: str
-    layout: list[list[int]] | None = None
+    batching: dict | None = None
 
     def __len__(self) -> int:
         return len(self.values)
 
 
-def reference_logprobs(reference, pairs, pad_token_id, config: DPOConfig, num_processes: int = 1) -> ReferenceLogprobs:
-    """The one place that computes a run's reference log-probs: in the run's precision (resolved for
-    the reference's device), batches, padding side and log-prob layout, so that a policy equal to the
-    reference starts at loss log 2 exactly (:func:`first_epoch_layout`)."""
-    device = next(reference.parameters()).device
-    precision = resolve_mixed_precision(config.mixed_precision, device)
+def reference_batching(n_pairs: int, config: DPOConfig, num_processes: int = 1) -> dict:
+    """How a run's forwards batch the pairs: the first epoch's micro-batches
+    (:func:`first_epoch_layout`), padding side, log-prob mode and LM-head chunk. In half precision
+    each of them changes how a log-prob rounds."""
     mode = config.logprob_mode
     if config.activation_checkpointing and mode == "shared":  # what shared_prompt_logprobs runs under checkpointing
         mode = "packed"
-    layout = first_epoch_layout(len(pairs), config, num_processes)
+    return {
+        "layout": first_epoch_layout(n_pairs, config, num_processes),
+        "padding_side": config.padding_side,
+        "mode": mode,
+        "chunk_size": config.logits_chunk_size,
+    }
+
+
+def reference_logprobs(reference, pairs, pad_token_id, config: DPOConfig, num_processes: int = 1) -> ReferenceLogprobs:
+    """The one place that computes a run's reference log-probs: in the run's precision (resolved for
+    the reference's device) and batching (:func:`reference_batching`), so that a policy equal to the
+    reference starts at loss log 2 exactly."""
+    precision = resolve_mixed_precision(config.mixed_precision, next(reference.parameters()).device)
+    batching = reference_batching(len(pairs), config, num_processes)
     values = compute_reference_logprobs(
         reference,
         pairs,
         pad_token_id,
-        padding_side=config.padding_side,
-        mode=mode,
-        chunk_size=config.logits_chunk_size,
+        padding_side=batching["padding_side"],
+        mode=batching["mode"],
+        chunk_size=batching["chunk_size"],
         mixed_precision=precision,
-        layout=layout,
+        layout=batching["layout"],
     )
-    return ReferenceLogprobs(values, precision, layout)
+    return ReferenceLogprobs(values, precision, batching)
 
 
 def batch_indices(step: int, n_pairs: int, batch_size: int, seed: int) -> list[int]:
@@ -480,12 +492,12 @@ class DPOTrainer:
 
     def _fits_batches(self, reference_logps: ReferenceLogprobs) -> bool:
         """Whether this run can use ``reference_logps``: only DPO uses a reference, and under half
-        precision only log-probs computed in this run's own batches start it at loss log 2."""
+        precision only log-probs computed in this run's own batching start it at loss log 2."""
         if self.config.objective != "dpo":
             return False
         if self.mixed_precision == "no":
             return True
-        return reference_logps.layout == first_epoch_layout(
+        return reference_logps.batching == reference_batching(
             len(self.pairs), self.config, self.accelerator.num_processes
         )
 

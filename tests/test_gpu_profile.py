@@ -124,6 +124,11 @@ def test_one_shared_reference_serves_runs_of_other_seeds_and_objectives(tokenize
     trainer = DPOTrainer(policy, tokenizer, shipped_pairs, other_seed, None, shared)
     assert (trainer.reference_logps is shared) == (precision == "no")  # half precision: computes its own
     _assert_starts_at_log_2(trainer.train_step())
+    left = DPOConfig(batch_size=4, max_steps=1, mixed_precision=precision, padding_side="left")  # same batches
+    policy = copy.deepcopy(reference).requires_grad_(True)
+    trainer = DPOTrainer(policy, tokenizer, shipped_pairs, left, None, shared)
+    assert (trainer.reference_logps is shared) == (precision == "no")  # padded the other way
+    _assert_starts_at_log_2(trainer.train_step())
     sft = DPOConfig(objective="sft", batch_size=4, max_steps=1, mixed_precision=precision)
     policy = copy.deepcopy(reference).requires_grad_(True)
     assert DPOTrainer(policy, tokenizer, shipped_pairs, sft, None, shared).reference_logps is None
