@@ -3,8 +3,8 @@
 The script loads "Qwen/Qwen2.5-1.5B-Instruct". Two environment variables make that tiny without
 touching the script: ``HF_HUB_OFFLINE=1`` sends ``load_model_and_tokenizer`` to the offline
 fallback, and ``DPO_TUTORIAL_CACHE`` points the fallback at a folder holding a tiny random Llama
-with a 512-token tokenizer in SmolLM2's chat format. Everything else (the shipped pairs, batch 32 in micro-batches of 4,
-40 steps at 5e-7, bf16 autocast, ``runs/big``) is the script's own.
+with a 512-token tokenizer in SmolLM2's chat format. Everything else (the shipped pairs, batch 32
+in micro-batches of 4, 40 steps at 5e-7, bf16 autocast, ``runs/big``) is the script's own.
 """
 
 import json
