@@ -22,8 +22,9 @@ a GPU, and the T4 code path can be tested on a CPU.
 one, except the device itself: ``bf16`` acts as an Ampere-or-newer card with 80 GB (an A100 or
 H100), ``t4`` as a T4 (16 GB, no native bf16, so fp16 with loss scaling). It sets the trainer's
 default ``mixed_precision``, the dtype of frozen models (:func:`inference_dtype`), the precision
-of sampling and evaluation, and the preset notebook 08 picks. CI runs the GPU-bound notebooks
-under both profiles, so the GPU's code paths are exercised on every run.
+of sampling and evaluation, and the preset notebook 08 picks. CI exercises both profiles on every
+run (``.ci/gpu-profile``): whole notebooks where the CPU has native bf16, and otherwise every
+entry point's dtype on a tiny model plus notebook 08 end to end (docs/gpu.md).
 """
 
 from __future__ import annotations
