@@ -519,9 +519,9 @@ def control_token_fields(row: dict, tokenizer) -> list[tuple[str, str]]:
 
 def _control_token_message(name: str, places: list[str]) -> str:
     return (
-        f"{name}: {len(places)} fields spell a special token of the tokenizer, which turns the text into that "
-        f"control token (a turn boundary the data may not mean): {_first_few(places)}. Write turns as "
-        "message lists, or remove the token text"
+        f"{name}: text spelling a special token of the tokenizer, which turns it into that control token "
+        f"(a turn boundary the data may not mean), in {_first_few(places)} (fields: {len(places)}). Write "
+        "turns as message lists, or remove the token text"
     )
 
 
