@@ -17,6 +17,8 @@ pad_is_eos          warning   code that masks pad tokens also masks EOS: the mod
 no_eos              warning   a completion has no EOS token: the model is not taught to stop
 truncated           warning   a completion is cut at ``max_completion_length`` (and loses its EOS)
 boundary            warning   tokenized together, prompt and completion merge tokens at their border
+control_tokens      warning   a field's text spells a special token (``<|im_start|>``): it is tokenized as
+                              that control token, a turn boundary the data may not mean
 contradictory       warning   the same pair appears with chosen and rejected swapped (loss stays near log 2)
 duplicate           warning   the same row appears more than once
 length_bias         warning   chosen is longer (or shorter) in most pairs: DPO can learn length, not quality
@@ -32,13 +34,15 @@ import statistics
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from dpo_utils.data import (
     IdenticalPairError,
     PreferenceDataError,
     PromptBoundaryWarning,
+    check_lengths,
     completion_texts,
+    control_token_fields,
+    is_path,
     no_rows_reason,
     read_preference_rows,
     render_prompt,
@@ -129,7 +133,8 @@ def check_preference_data(
 
     Every row that :func:`~dpo_utils.data.prepare_preference_data` (with the same lengths) refuses
     is an error here, and so is a source it refuses as a whole (no usable rows); a path that is
-    missing or is a directory raises, as it does there."""
+    missing or is a directory raises, as it does there, and so do bad length limits."""
+    check_lengths(max_prompt_length, max_completion_length)
     items, name = read_preference_rows(source)
     found: dict[tuple[str, str, str], list[int]] = {}
     add = lambda check, severity, message, row: found.setdefault((check, severity, message), []).append(row)
@@ -174,7 +179,7 @@ def check_preference_data(
                 )
             )
     findings += _capped_completions(endings)
-    unit = "line" if isinstance(source, (str, Path)) else "row"
+    unit = "line" if is_path(source) else "row"
     return DataReport(name, len(items), findings, stats, unit)
 
 
@@ -187,7 +192,7 @@ def _row_problems(row, tokenizer, max_prompt_length, max_completion_length):
         return [("invalid", "error", str(error))], None
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
     prompt_ids, problems, lengths = encode(prompt_text), [], []
-    if len(prompt_ids) > max_prompt_length:
+    if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
         problems.append(
             ("prompt_too_long", "error", f"prompt longer than max_prompt_length={max_prompt_length} tokens")
         )
@@ -196,7 +201,7 @@ def _row_problems(row, tokenizer, max_prompt_length, max_completion_length):
         lengths.append(len(ids))
         if tokenizer.eos_token_id not in ids:
             problems.append(("no_eos", "warning", f"{label} has no EOS token"))
-        elif len(ids) > max_completion_length:
+        elif max_completion_length is not None and len(ids) > max_completion_length:
             problems.append(
                 (
                     "truncated",
@@ -214,6 +219,15 @@ def _row_problems(row, tokenizer, max_prompt_length, max_completion_length):
                     "split and ours); end the prompt on a token boundary or pass tokenization='separate'",
                 )
             )
+    problems += [
+        (
+            "control_tokens",
+            "warning",
+            f"field '{name}' spells the special token {token!r}, which the tokenizer turns into that control "
+            "token; write turns as message lists, or remove the token text",
+        )
+        for name, token in control_token_fields(row, tokenizer)
+    ]
     return list(dict.fromkeys(problems)), tuple(lengths)
 
 

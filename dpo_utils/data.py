@@ -8,10 +8,16 @@ A row has ``prompt``, ``chosen`` and ``rejected``, either
 
 Bad rows raise :class:`PreferenceDataError` naming the source, the row and the field (or are
 skipped and counted with ``on_bad_row="skip"``), so they never turn into a NaN mid-training.
-Messages have the roles in :data:`ROLES` (``system``, ``user``, ``assistant``) and string
+Messages have the roles in :data:`ROLES` (``system``, ``user``, ``assistant``) and non-empty string
 contents; the prompt may hold any of them, ``chosen`` and ``rejected`` assistant turns only. A
-file is read as UTF-8 (a byte order mark on line 1 is decoded); a line that is not UTF-8 is a bad
-row like any other.
+file is read as UTF-8 (a byte order mark on line 1 is decoded); a line that is not UTF-8, a string
+holding a lone surrogate (``"\ud800"``: not text) and an object with a key twice are bad rows like any
+other. Any readable path that is not a directory is read, a FIFO or character device as a stream
+(``<(zcat data.jsonl.gz)``, ``/dev/stdin``); ``bytes`` and open files are refused with a ``TypeError``
+(pass a ``str`` path: ``os.fsdecode(path)``).
+Text that spells a special token of the tokenizer (``<|im_start|>``) is tokenized as that control
+token; it is accepted, with one :class:`ControlTokenWarning` naming the rows and fields (a plain
+completion's trailing EOS is not warned about: TRL keeps it).
 Where a row came from is said the way you would find it: ``line N`` in a JSONL file (1-based,
 as an editor numbers lines, blank lines included) and ``row i`` in a list or ``datasets.Dataset``
 (its index, ``rows[i]``).
@@ -19,7 +25,11 @@ as an editor numbers lines, blank lines included) and ``row i`` in a list or ``d
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import numbers
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +38,7 @@ from pathlib import Path
 import torch
 
 FIELDS = ("prompt", "chosen", "rejected")
+SIDES = ("chosen", "rejected")
 
 
 class PreferenceDataError(ValueError):
@@ -55,17 +66,59 @@ class TokenizedPair:
     rejected_ids: list[int]
 
 
+class ControlTokenWarning(UserWarning):
+    """Row text spells a special token (``<|im_start|>``), which the tokenizer turns into that control token."""
+
+
 @dataclass
 class SkipReport:
     """Rows left out by ``on_bad_row="skip"``, in source order: ``(number, reason)`` pairs, where
-    ``number`` is the file's 1-based line or the list's index and ``reason`` names both."""
+    ``number`` is the file's 1-based line or the list's index and ``reason`` names both.
+
+    ``truncated`` lists the completions kept but cut at ``max_completion_length`` (losing their EOS):
+    ``(number, "line 3, field 'chosen'")``. Prompts are never cut: a longer one is refused (skipped)."""
 
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    truncated: list[tuple[int, str]] = field(default_factory=list)
+    max_completion_length: int | None = None
 
     def __str__(self) -> str:
         if not self.skipped:
-            return "no rows skipped"
-        return "\n".join([f"skipped {len(self.skipped)} rows:"] + [f"  {why}" for _, why in self.skipped])
+            text = "no rows skipped"
+        else:
+            text = "\n".join([f"skipped {len(self.skipped)} rows:"] + [f"  {why}" for _, why in self.skipped])
+        if self.truncated:
+            text += (
+                f"; cut {len(self.truncated)} completions at max_completion_length={self.max_completion_length} "
+                f"tokens, losing their EOS: {_first_few([where for _, where in self.truncated])}"
+            )
+        return text
+
+
+def _first_few(items: list[str], shown: int = 5) -> str:
+    text = "; ".join(items[:shown])
+    return text + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def check_lengths(max_prompt_length, max_completion_length) -> None:
+    """Refuse a token limit that is not a positive integer or ``None`` (no limit), naming it.
+
+    A ``TypeError`` for another type (a bool, a float such as 2.5 or NaN), a ``ValueError`` below 1
+    (-1 would cut every completion's EOS, 0 every completion)."""
+    for name, value in (("max_prompt_length", max_prompt_length), ("max_completion_length", max_completion_length)):
+        if value is None:
+            continue
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(
+                f"{name}={value!r} must be a positive integer or None (no limit), not {type(value).__name__}"
+            )
+        if value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive number of tokens, or None (no limit)")
+
+
+def is_path(source) -> bool:
+    """Whether ``source`` names a file (``str`` or ``os.PathLike``) rather than holding rows."""
+    return isinstance(source, (str, os.PathLike))
 
 
 def read_preference_rows(source) -> tuple[list[tuple[int, str, dict | PreferenceDataError]], str]:
@@ -76,18 +129,10 @@ def read_preference_rows(source) -> tuple[list[tuple[int, str, dict | Preference
     item that is not a dict, comes back as a :class:`PreferenceDataError` in place of its row, so
     the caller decides to raise or skip it. A UTF-8 byte order mark on line 1 is decoded, not refused.
     """
-    if not isinstance(source, (str, Path)):
+    if not is_path(source):
         return _in_memory_rows(source), type(source).__name__
     path = Path(source)
-    if path.is_dir():
-        jsonl = sorted(p.name for p in path.glob("*.jsonl"))[:5]
-        raise PreferenceDataIsADirectoryError(
-            f"{path}: is a directory, not a preference data file; pass the path of a JSONL file"
-            + (f" (it holds {', '.join(jsonl)})" if jsonl else "")
-        )
-    if not path.is_file():
-        raise PreferenceFileNotFoundError(f"{path}: no such preference data file (absolute path {path.absolute()})")
-    data = path.read_bytes()
+    data = _read_bytes(path)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # the whole file is UTF-16: no line of it can be read
         error = PreferenceDataError(
             f"{path}, line 1: the file is UTF-16 (it starts with a UTF-16 byte order mark), "
@@ -114,17 +159,66 @@ def read_preference_rows(source) -> tuple[list[tuple[int, str, dict | Preference
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_without_repeated_keys)
         except json.JSONDecodeError as error:
             hint = " (it holds NUL bytes: is the file UTF-16?)" if "\0" in line else ""
             row = PreferenceDataError(f"{path}, line {number}: not valid JSON ({error.msg}){hint}")
+        except _RepeatedKeyError as error:
+            row = PreferenceDataError(
+                f"{path}, line {number}: key {error.args[0]!r} appears twice in one object (JSON would keep "
+                "only the last); remove one"
+            )
         items.append((number, f"line {number}", row))
     return items, str(path)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of a file, FIFO or character device; a :class:`PreferenceDataError` saying why not."""
+    if path.is_dir():
+        jsonl = sorted(p.name for p in path.glob("*.jsonl"))[:5]
+        raise PreferenceDataIsADirectoryError(
+            f"{path}: is a directory, not a preference data file; pass the path of a JSONL file"
+            + (f" (it holds {', '.join(jsonl)})" if jsonl else "")
+        )
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        dangling = f"; it is a symlink to {os.readlink(path)}, which does not exist" if path.is_symlink() else ""
+        raise PreferenceFileNotFoundError(
+            f"{path}: no such preference data file (absolute path {path.absolute()}){dangling}"
+        ) from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise PreferenceDataError(f"{path}: a symlink loop (its links never reach a file)") from None
+        raise PreferenceDataError(f"{path}: cannot be read ({error.strerror or error})") from None
+
+
+class _RepeatedKeyError(ValueError):
+    """A JSON object with a key twice (``json.loads`` would silently keep the last)."""
+
+
+def _without_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _RepeatedKeyError(key)
+        seen.add(key)
+    return dict(pairs)
 
 
 def _in_memory_rows(source) -> list[tuple[int, str, dict | PreferenceDataError]]:
     """``read_preference_rows`` for a list or ``datasets.Dataset``: items that are not dicts become errors."""
     name = type(source).__name__
+    if isinstance(source, (bytes, bytearray, memoryview, io.IOBase)):
+        hint = (
+            "an open file: pass its path"
+            if isinstance(source, io.IOBase)
+            else "bytes: pass a str path, os.fsdecode(path)"
+        )
+        raise TypeError(
+            f"expected a JSONL path (str or os.PathLike), a list of rows or a datasets.Dataset, got {hint}"
+        )
     if isinstance(source, Mapping):
         raise PreferenceDataError(
             f"{name}: expected a JSONL path, a list of rows or a datasets.Dataset, got one "
@@ -166,6 +260,8 @@ def _text_of(value, row: str, name: str, source: str) -> str | list:
     if isinstance(value, str):
         if not value.strip():
             raise PreferenceDataError(f"{where}: empty")
+        if _lone_surrogate(value):
+            raise PreferenceDataError(f"{where}: {_lone_surrogate(value)}")
         return value
     if isinstance(value, list) and value:
         for k, message in enumerate(value):
@@ -187,10 +283,24 @@ def _text_of(value, row: str, name: str, source: str) -> str | list:
                     f"{where}: message {k} has role {role!r}; a completion holds assistant turns only "
                     "(put earlier turns in the prompt)"
                 )
-            if name != "prompt" and not message["content"].strip():
+            if not message["content"].strip():
                 raise PreferenceDataError(f"{where}: message {k} has empty content")
+            if _lone_surrogate(message["content"]):
+                raise PreferenceDataError(f"{where}: message {k} {_lone_surrogate(message['content'])}")
         return value
     raise PreferenceDataError(f"{where}: expected a non-empty string or list of messages, got {type(value).__name__}")
+
+
+def _lone_surrogate(text: str) -> str:
+    """Where ``text`` holds a lone surrogate (half of a UTF-16 pair, which no tokenizer takes); "" if nowhere."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return (
+            f"holds a lone surrogate U+{ord(text[error.start]):04X} at character {error.start + 1}, which is "
+            "not text (often a JSON escape such as \\ud83d without its second half); fix or remove it"
+        )
+    return ""
 
 
 def _got(message) -> str:
@@ -293,7 +403,7 @@ def _joint_token_ids(row: dict, tokenizer) -> tuple[list[int], list[list[int]], 
             f"{tokenizer.decode(prompt_ids[start:])!r} are in no training sequence and the tokens replacing "
             f"them are scored as completion. End the prompt on a token boundary (often: no trailing space).",
             PromptBoundaryWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of tokenize_row or prepare_preference_data
         )
     return prompt_ids, full, start
 
@@ -317,8 +427,16 @@ def tokenize_row(
     ``"separate"`` tokenizes prompt and completions apart, never merging across the boundary.
     Plain strings get EOS appended to the completions (``joint``: unless they end with it, as in
     TRL). A prompt longer than ``max_prompt_length`` tokens (tokenized alone) is refused;
-    completions are cut to ``max_completion_length``.
+    completions are cut to ``max_completion_length``. Either limit may be ``None``: no limit.
     """
+    return _tokenize_row(row, tokenizer, max_prompt_length, max_completion_length, tokenization)[0]
+
+
+def _tokenize_row(
+    row: dict, tokenizer, max_prompt_length, max_completion_length, tokenization: str
+) -> tuple[TokenizedPair, list[str]]:
+    """:func:`tokenize_row`, and the fields ('chosen', 'rejected') whose completion was cut."""
+    check_lengths(max_prompt_length, max_completion_length)
     if tokenization not in TOKENIZATIONS:
         raise ValueError(f"tokenization={tokenization!r}: choose one of {TOKENIZATIONS}")
     if tokenization == "joint":
@@ -328,16 +446,18 @@ def tokenize_row(
     else:
         prompt_ids, chosen_ids, rejected_ids = _separate_token_ids(row, tokenizer)
         prompt_length = len(prompt_ids)
-    if prompt_length > max_prompt_length:
+    if max_prompt_length is not None and prompt_length > max_prompt_length:
         raise PreferenceDataError(
             f"field 'prompt': {prompt_length} tokens, longer than max_prompt_length={max_prompt_length}"
         )
+    limit = max_completion_length
+    cut = [side for side, ids in zip(SIDES, (chosen_ids, rejected_ids)) if limit is not None and len(ids) > limit]
     chosen_ids, rejected_ids = chosen_ids[:max_completion_length], rejected_ids[:max_completion_length]
     if chosen_ids == rejected_ids:
         raise IdenticalPairError(
             f"fields 'chosen'/'rejected': identical after truncation to {max_completion_length} tokens"
         )
-    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids)
+    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids), cut
 
 
 def prepare_preference_data(
@@ -350,22 +470,31 @@ def prepare_preference_data(
 ) -> tuple[list[TokenizedPair], SkipReport]:
     """Load, validate and tokenize preference data. Returns the pairs and a :class:`SkipReport`.
 
-    ``tokenization``: ``"joint"`` (TRL 1.16's split, the default) or ``"separate"`` (:func:`tokenize_row`)."""
+    ``tokenization``: ``"joint"`` (TRL 1.16's split, the default) or ``"separate"`` (:func:`tokenize_row`).
+    The report also counts the completions cut at ``max_completion_length``; rows whose text spells a
+    special token get one :class:`ControlTokenWarning`."""
     if on_bad_row not in ("raise", "skip"):
         raise ValueError("on_bad_row must be 'raise' or 'skip'")
+    check_lengths(max_prompt_length, max_completion_length)
     items, name = read_preference_rows(source)
-    pairs, report = [], SkipReport()
+    pairs, report, controls = [], SkipReport(max_completion_length=max_completion_length), []
     for number, where, row in items:
         try:
             if isinstance(row, PreferenceDataError):
                 raise row
             checked = validate_row(row, where, name)
-            pairs.append(tokenize_row(checked, tokenizer, max_prompt_length, max_completion_length, tokenization))
+            pair, cut = _tokenize_row(checked, tokenizer, max_prompt_length, max_completion_length, tokenization)
         except PreferenceDataError as error:
             message = str(error) if str(error).startswith(name) else f"{name}, {where}, {error}"
             if on_bad_row == "raise":
                 raise type(error)(message) from None
             report.skipped.append((number, message))
+            continue
+        pairs.append(pair)
+        report.truncated += [(number, f"{where}, field '{side}'") for side in cut]
+        controls += [f"{where}, field '{f}' ({token!r})" for f, token in control_token_fields(checked, tokenizer)]
+    if controls:
+        warnings.warn(_control_token_message(name, controls), ControlTokenWarning, stacklevel=2)
     if not pairs:
         raise PreferenceDataError(
             f"{name}: {no_rows_reason(items, source)}" + (f" ({report})" if report.skipped else "")
@@ -373,15 +502,34 @@ def prepare_preference_data(
     return pairs, report
 
 
+def control_token_fields(row: dict, tokenizer) -> list[tuple[str, str]]:
+    """``(field, special token)`` for each field of a validated row whose text spells a special token
+    of ``tokenizer``, which tokenizes it as that control token (a plain completion's trailing EOS excepted)."""
+    specials = [token for token in getattr(tokenizer, "all_special_tokens", []) if token]
+    found = []
+    for name in FIELDS:
+        value = row[name]
+        texts = [value] if isinstance(value, str) else [message["content"] for message in value]
+        if isinstance(value, str) and name != "prompt":
+            texts = [value.removesuffix(tokenizer.eos_token or "")]
+        token = next((t for t in specials if any(t in text for text in texts)), None)
+        found += [(name, token)] if token else []
+    return found
+
+
+def _control_token_message(name: str, places: list[str]) -> str:
+    return (
+        f"{name}: text spelling a special token of the tokenizer, which turns it into that control token "
+        f"(a turn boundary the data may not mean), in {_first_few(places)} (fields: {len(places)}). Write "
+        "turns as message lists, or remove the token text"
+    )
+
+
 def no_rows_reason(items: list, source) -> str:
     """Why ``source`` gave no pair: it has no rows at all, or none of them is usable."""
     if items:
         return "no usable rows"
-    return (
-        "no rows: the file is empty or holds only blank lines"
-        if isinstance(source, (str, Path))
-        else "no rows: it is empty"
-    )
+    return "no rows: the file is empty or holds only blank lines" if is_path(source) else "no rows: it is empty"
 
 
 def collate_sequences(

@@ -117,7 +117,7 @@ def trainable_copy(model) -> dict[str, torch.Tensor]:
 
 class NumericalFailureError(RuntimeError):
     """Logits or log-probs that are not finite, or samples that are one token repeated: the signs of
-    half precision overflowing (fp16's largest number is 65504)."""
+    half precision overflowing (fp16's largest number is 65504), or in fp32 of bad weights or inputs."""
 
 
 def describe_precision(mixed_precision: str, model=None) -> str:
@@ -130,7 +130,15 @@ def describe_precision(mixed_precision: str, model=None) -> str:
 
 
 def precision_advice(mixed_precision: str, model=None) -> str:
-    """What to try when a half-precision computation overflowed."""
+    """What to try when a computation gave inf or NaN: another precision where it ran in half precision;
+    where it ran entirely in fp32 (no autocast, fp32 weights), a look at the inputs and weights, since
+    fp32 does not overflow on sound ones and half precision would only make it worse."""
+    if mixed_precision == "no" and (model is None or all(p.dtype == torch.float32 for p in model.parameters())):
+        return (
+            f"This ran in fp32 ({describe_precision(mixed_precision, model)}), which does not overflow on sound "
+            "inputs and weights: look for weights that are already inf or NaN (a diverged or corrupted model) "
+            "or inputs out of range (token ids past the vocabulary). bf16 or fp16 would not help."
+        )
     from dataclasses import replace
 
     from dpo_utils.memory import GIB

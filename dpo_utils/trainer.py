@@ -33,7 +33,7 @@ import numbers
 import random
 import shutil
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -93,7 +93,19 @@ class DPOConfig:
     compile: bool = False  # torch.compile the decoder (for GPUs: pays off over many steps)
 
     def __post_init__(self):
-        """Refuse settings that cannot train, here rather than after the reference pass (all are ``ValueError``)."""
+        """Refuse settings that cannot train, here rather than after the reference pass: a value of the
+        wrong type (per the field's annotation; a bool is not a number here) is a ``TypeError``, a
+        value out of range or not finite a ``ValueError``; both name the setting and its value."""
+        _check_setting_types(self)
+        for name, (allowed, rule) in SETTING_RANGES.items():
+            value = getattr(self, name)
+            if value is None or (isinstance(value, float) and math.isinf(value) and name in INFINITE_ALLOWED):
+                continue
+            if not math.isfinite(value):
+                infinite = " or inf" if name in INFINITE_ALLOWED else ""
+                raise ValueError(f"{name}={value!r} must be a finite number{infinite}")
+            if allowed is not None and not allowed(value):
+                raise ValueError(f"{name}={value!r} must be {rule}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective={self.objective!r}: choose one of {OBJECTIVES}")
         if self.nll_weight and self.objective != "dpo":
@@ -113,9 +125,6 @@ class DPOConfig:
             raise ValueError(
                 f"label_smoothing is not defined for loss_type={self.loss_type!r} (only 'sigmoid' and 'robust')"
             )
-        for name in ("batch_size", "max_consecutive_skips", "logits_chunk_size"):
-            if not isinstance(getattr(self, name), numbers.Integral) or getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
         if self.micro_batch_size is not None and (
             self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size
         ):
@@ -124,13 +133,6 @@ class DPOConfig:
                 f"micro_batch_size={self.micro_batch_size} must divide batch_size={self.batch_size} "
                 f"(one of {divisors}), so that every micro-batch has the same size"
             )
-        if not self.max_grad_norm > 0:
-            raise ValueError(
-                f"max_grad_norm={self.max_grad_norm} must be positive: gradients are scaled to at most this "
-                "norm, so 0 trains nothing. For no clipping use max_grad_norm=float('inf')."
-            )
-        if self.save_every is not None and self.save_every < 1:
-            raise ValueError(f"save_every={self.save_every} must be a positive number of steps, or None")
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side={self.padding_side!r}: choose 'left' or 'right'")
 
@@ -139,6 +141,49 @@ class DPOConfig:
         if self.padding_free:
             return "packed" if self.share_prompt else "packed-unshared"
         return "shared" if self.share_prompt else "lean" if self.lean_logits else "full"
+
+
+# Range of each numeric setting: (test, what the error says it must be); every value must also be
+# finite (+inf only where INFINITE_ALLOWED). beta, label_smoothing and micro_batch_size are checked
+# in __post_init__ (beta's sign matters only with a reference; micro_batch_size must divide batch_size).
+SETTING_RANGES = {
+    "beta": (None, ""),
+    "label_smoothing": (None, ""),
+    "nll_weight": (lambda v: v >= 0, "at least 0 (the weight of the chosen NLL term)"),
+    "simpo_gamma": (None, ""),
+    "learning_rate": (lambda v: v > 0, "positive (0 trains nothing)"),
+    "batch_size": (lambda v: v >= 1, "a positive integer"),
+    "micro_batch_size": (None, ""),
+    "max_steps": (lambda v: v >= 1, "a positive integer (the number of optimizer steps)"),
+    "warmup_steps": (lambda v: v >= 0, "an integer >= 0 (0: no warmup)"),
+    "max_grad_norm": (
+        lambda v: v > 0,
+        "positive: gradients are scaled to at most this norm, so 0 trains nothing. "
+        "For no clipping use max_grad_norm=float('inf').",
+    ),
+    "weight_decay": (lambda v: v >= 0, "at least 0"),
+    "seed": (None, ""),
+    "save_every": (lambda v: v >= 1, "a positive number of steps, or None"),
+    "logits_chunk_size": (lambda v: v >= 1, "a positive integer"),
+    "max_consecutive_skips": (lambda v: v >= 1, "a positive integer"),
+}
+INFINITE_ALLOWED = ("max_grad_norm",)
+TYPE_CHECKS = {  # annotation -> (test, name in the error); bool is an int in Python, not here
+    "float": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number"),
+    "int": (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"),
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "None": (lambda v: v is None, "None"),
+}
+
+
+def _check_setting_types(config: DPOConfig) -> None:
+    """Refuse a setting whose value has none of the types its annotation names (``int | None``: either)."""
+    for item in fields(config):
+        value, kinds = getattr(config, item.name), item.type.split(" | ")
+        if not any(TYPE_CHECKS[kind][0](value) for kind in kinds):
+            expected = " or ".join(TYPE_CHECKS[kind][1] for kind in kinds)
+            raise TypeError(f"{item.name}={value!r} must be {expected}, not {type(value).__name__}")
 
 
 # Settings that do not change what a step computes: a run may be resumed with other values.

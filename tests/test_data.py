@@ -130,6 +130,19 @@ def test_plain_rows_get_eos_and_completion_truncation(tokenizer):
     assert len(pair.chosen_ids) == 8 and pair.rejected_ids[-1] == tokenizer.eos_token_id
 
 
+def test_the_loader_counts_the_completions_it_cuts(tmp_path, tokenizer):
+    long_ = {"prompt": "Q:", "chosen": " yes" * 50, "rejected": " no" * 50}
+    path = write_jsonl(tmp_path / "prefs.jsonl", [GOOD, long_])
+    _, report = prepare_preference_data(path, tokenizer, max_completion_length=8)
+    assert report.truncated == [(2, "line 2, field 'chosen'"), (2, "line 2, field 'rejected'")]
+    assert str(report) == (
+        "no rows skipped; cut 2 completions at max_completion_length=8 tokens, losing their EOS: "
+        "line 2, field 'chosen'; line 2, field 'rejected'"
+    )
+    _, untouched = prepare_preference_data(path, tokenizer, max_completion_length=64)
+    assert not untouched.truncated and str(untouched) == "no rows skipped"
+
+
 def test_collate_masks_only_completion_tokens():
     from dpo_utils.data import TokenizedPair
 

@@ -116,3 +116,16 @@ def test_loading_for_training_is_float32_even_where_half_precision_is_native(mon
     monkeypatch.setattr(models, "pick_device_and_dtype", lambda device=None: (torch.device("cpu"), torch.bfloat16))
     model, _ = models.load_model_and_tokenizer(device="cpu")
     assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_non_finite_values_in_fp32_blame_inputs_or_weights_not_the_precision():
+    from dpo_utils.precision import NumericalFailureError, check_finite_logprobs
+
+    nan = torch.tensor([0.0, float("nan")])
+    with pytest.raises(NumericalFailureError, match="ran in fp32.*weights that are already inf or NaN") as error:
+        check_finite_logprobs(nan, "no", "log-probs", tiny_llama())
+    assert "Try mixed_precision" not in str(error.value) and "bf16 or fp16 would not help" in str(error.value)
+    with pytest.raises(NumericalFailureError, match="Try mixed_precision='no' or 'fp16'"):
+        check_finite_logprobs(nan, "bf16", "log-probs", tiny_llama())
+    with pytest.raises(NumericalFailureError, match="Try mixed_precision"):  # fp32 compute, bf16 weights
+        check_finite_logprobs(nan, "no", "log-probs", tiny_llama().to(torch.bfloat16))

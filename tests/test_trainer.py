@@ -104,3 +104,58 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
     assert (
         DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(seed=1), config, output_dir=tmp_path).train() == history
     )
+
+
+# Settings that cannot train, or mean nothing, are refused by DPOConfig, naming the setting and its value
+
+NOT_TRAINABLE = [
+    ({"learning_rate": float("inf")}, "learning_rate=inf must be a finite number"),
+    ({"learning_rate": 0}, "learning_rate=0 must be positive"),
+    ({"beta": float("inf")}, "beta=inf must be a finite number"),
+    ({"simpo_gamma": float("nan"), "objective": "simpo"}, "simpo_gamma=nan must be a finite number"),
+    ({"nll_weight": float("nan")}, "nll_weight=nan must be a finite number"),
+    ({"nll_weight": -1}, "nll_weight=-1 must be at least 0"),
+    ({"max_steps": 0}, "max_steps=0 must be a positive integer"),
+    ({"max_steps": -1}, "max_steps=-1 must be a positive integer"),
+    ({"warmup_steps": -5}, "warmup_steps=-5 must be an integer >= 0"),
+    ({"weight_decay": float("nan")}, "weight_decay=nan must be a finite number"),
+    ({"max_grad_norm": float("nan")}, "max_grad_norm=nan must be a finite number or inf"),
+]
+
+
+@pytest.mark.parametrize("settings, message", NOT_TRAINABLE)
+def test_settings_that_cannot_train_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        DPOConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"max_steps": 2.5}, "max_steps=2.5 must be an integer, not float"),
+        ({"max_steps": True}, "max_steps=True must be an integer, not bool"),
+        ({"seed": 1.0}, "seed=1.0 must be an integer, not float"),
+        ({"beta": "0.1"}, "beta='0.1' must be a number, not str"),
+        ({"learning_rate": "5e-6"}, "learning_rate='5e-6' must be a number, not str"),
+        ({"micro_batch_size": 2.0}, "micro_batch_size=2.0 must be an integer or None, not float"),
+        ({"share_prompt": 1}, "share_prompt=1 must be True or False, not int"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_refused(settings, message):
+    with pytest.raises(TypeError, match=message):
+        DPOConfig(**settings)
+
+
+def test_a_changed_copy_is_checked_too():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="max_steps=0"):
+        replace(DPOConfig(), max_steps=0)
+
+
+def test_usual_settings_still_validate():
+    import numpy as np
+
+    DPOConfig(objective="sft", beta=0.0)  # Preferred-FT ignores beta
+    DPOConfig(max_grad_norm=float("inf"), micro_batch_size=2, save_every=3, mixed_precision="no")
+    DPOConfig(beta=np.float64(0.1), max_steps=np.int64(3), learning_rate=1)  # numpy numbers and ints are numbers
