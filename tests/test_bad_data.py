@@ -13,6 +13,8 @@ from dpo_utils.checks import check_preference_data
 from dpo_utils.data import ControlTokenWarning, PreferenceDataError, prepare_preference_data
 from dpo_utils.models import ensure_pad_token, offline_model_dir
 
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
+
 
 @pytest.fixture(scope="module")
 def tokenizer():

@@ -4,6 +4,8 @@ import torch
 from dpo_utils import config
 from dpo_utils.models import ensure_pad_token, pick_device_and_dtype
 
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
+
 
 def test_pick_follows_size_variable(monkeypatch):
     monkeypatch.setenv("DPO_TUTORIAL_SIZE", "full")

@@ -9,6 +9,8 @@ from dpo_utils.models import ensure_pad_token, offline_model_dir
 from dpo_utils.trainer import batch_logprobs
 from tests.helpers import tiny_gpt2, tiny_llama
 
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
+
 
 @pytest.fixture(scope="module")
 def tokenizer():

@@ -4,6 +4,8 @@ from dpo_utils.config import DATA_DIR
 from dpo_utils.evaluation import _cut_after_eos, vader_reward
 from dpo_utils.sentiment import build_preference_rows, load_prompts
 
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
+
 
 def test_cut_after_eos_keeps_eos_and_drops_padding():
     assert _cut_after_eos([5, 6, 2, 0, 0], eos_id=2, pad_id=0) == [5, 6, 2]

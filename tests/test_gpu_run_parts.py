@@ -14,6 +14,8 @@ from dpo_utils.presets import PRESETS, SHIPPED_DATASET, pick_preset
 from dpo_utils.trainer import DPOConfig, DPOTrainer, compute_reference_logprobs
 from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
+
 
 def test_presets_fit_their_machines_and_the_reduced_size_only_shrinks():
     assert pick_preset().name == "cpu"  # no GPU here

@@ -6,6 +6,8 @@ import torch
 from dpo_utils.logprobs import model_sequence_logprobs, sequence_logprobs
 from tests.helpers import tiny_gpt2, tiny_llama
 
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
+
 
 def test_sum_over_completion_uses_shifted_targets():
     # vocab of 3; logits at position t predict token t+1

@@ -8,6 +8,8 @@ import pytest
 
 from dpo_utils import models
 
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
+
 
 def slow_fake_conversion(gguf, out):
     """Stands in for the 20 s GGUF conversion: a few files written over half a second."""

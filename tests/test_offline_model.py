@@ -2,9 +2,12 @@
 
 import time
 
+import pytest
 import torch
 
 from dpo_utils.models import load_model_and_tokenizer, offline_model_dir
+
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
 
 
 def test_offline_model_loads_fast_after_conversion_and_generates(monkeypatch):

@@ -12,6 +12,8 @@ from dpo_utils.models import ensure_pad_token, offline_model_dir
 from dpo_utils.online_rl import grpo_config, load_checkpoint_weights, saved_checkpoints, train_grpo
 from dpo_utils.sentiment import load_prompts
 
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
+
 RUN = dict(steps=3, save_every=2, prompts_per_step=2, num_generations=4, micro_batch_size=2)
 RUN |= dict(max_completion_length=8, learning_rate=1e-2, beta=0.04)
 

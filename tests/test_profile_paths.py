@@ -24,6 +24,8 @@ from dpo_utils.precision import GPU_PROFILE_VARIABLE
 from dpo_utils.trainer import DPOConfig, DPOTrainer, reference_logprobs
 from tests.helpers import small_vocab_chat_tokenizer
 
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
+
 PROFILES = {"bf16": ("bf16", torch.bfloat16), "t4": ("fp16", torch.float16)}
 
 

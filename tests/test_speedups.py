@@ -122,6 +122,8 @@ def test_shared_prompt_matches_two_full_sequences_in_value_and_gradient(make_mod
 
 from dpo_utils.data import TokenizedPair, collate_pairs  # noqa: E402
 
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
+
 
 def uneven_pairs():
     """Prompts and completions of different lengths, so padding would be needed."""

@@ -5,6 +5,8 @@ from dpo_utils.losses import dpo_loss
 from dpo_utils.trainer import DPOConfig, DPOTrainer, StaleCheckpointError, batch_logprobs
 from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
+
 
 def batch_loss(model, pairs, ref):
     with torch.no_grad():

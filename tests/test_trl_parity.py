@@ -14,6 +14,8 @@ from dpo_utils.models import ensure_pad_token, offline_model_dir
 from dpo_utils.trainer import batch_logprobs
 from dpo_utils.trl_check import trl_dpo_loss, trl_tokenized_pairs
 
+pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
+
 
 @pytest.fixture(scope="module")
 def tokenizer():
