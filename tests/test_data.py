@@ -43,8 +43,8 @@ def write_jsonl(path, rows):
         ),
         ({"prompt": "p", "chosen": "same", "rejected": "same"}, "line 2, fields 'chosen'/'rejected': identical"),
         (
-            {"prompt": "word " * 300, "chosen": "a", "rejected": "b"},
-            "line 2, field 'prompt': 301 tokens, longer than max_prompt_length=64",
+            {"prompt": "word " * 299 + "word", "chosen": "a", "rejected": "b"},  # no space to merge with "a"
+            "line 2, field 'prompt': 300 tokens, longer than max_prompt_length=64",
         ),
     ],
 )
