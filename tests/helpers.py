@@ -53,3 +53,19 @@ def make_pairs(n=8, seed=0):
     gen = torch.Generator().manual_seed(seed)
     ids = lambda k: torch.randint(3, 60, (k,), generator=gen).tolist()
     return [TokenizedPair(ids(4), ids(3) + [2], ids(5) + [2]) for _ in range(n)]
+
+
+class Planted:
+    """A pickled object that creates ``marker`` when unpickled, as a planted checkpoint's payload would run code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def plant_checkpoint(folder, marker) -> None:
+    """Write ``folder/state.pt`` whose unpickling would create ``marker``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"fingerprint": "planted", "payload": Planted(marker)}, folder / "state.pt")
