@@ -16,12 +16,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from dpo_utils.data import prepare_preference_data, save_preference_jsonl
 from dpo_utils.evaluation import sample_completions
 from dpo_utils.sentiment import build_preference_rows
-from dpo_utils.trainer import DPOTrainer, reference_logprobs
+from dpo_utils.trainer import DPOTrainer, load_state, reference_logprobs
 
 
 def best_vs_worst_rows(prompts, samples, rewards, min_gap: float = 0.1, eos_token_id: int | None = None) -> list[dict]:
@@ -85,7 +83,7 @@ def run_rounds(
     for index, config in enumerate(configs):
         folder = output_dir / f"round_{index}"
         if (folder / "round.json").exists():  # finished earlier: take its weights and summary
-            state = torch.load(folder / "checkpoint" / "state.pt", weights_only=False)
+            state = load_state(folder / "checkpoint" / "state.pt")  # tensors and plain values only: nothing runs
             policy.load_state_dict(state["model"])
             summaries.append(json.loads((folder / "round.json").read_text()))
             continue

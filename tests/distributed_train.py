@@ -43,7 +43,7 @@ def main() -> None:
     trainer.load_checkpoint = lambda: (load(), resumed_at.append(trainer.step))
     history = trainer.train()
     if args.output_dir:  # train() returns on every process only after the main one wrote the last checkpoint
-        final = torch.load(Path(args.output_dir) / "checkpoint" / "state.pt", weights_only=False)
+        final = torch.load(Path(args.output_dir) / "checkpoint" / "state.pt", weights_only=True)
         assert final["step"] == args.steps and final["optimizer"] is None, final["step"]
     if trainer.accelerator.is_main_process:
         torch.save(

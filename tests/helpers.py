@@ -74,3 +74,19 @@ def small_vocab_chat_tokenizer(texts: list[str], like, vocab_size: int = 512):
     )
     tokenizer.chat_template = like.chat_template
     return tokenizer
+
+
+class Planted:
+    """A pickled object that creates ``marker`` when unpickled, as a planted checkpoint's payload would run code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def plant_checkpoint(folder, marker) -> None:
+    """Write ``folder/state.pt`` whose unpickling would create ``marker``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"fingerprint": "planted", "payload": Planted(marker)}, folder / "state.pt")

@@ -83,7 +83,7 @@ def test_the_documented_train_script_trains_under_two_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("using the bundled SmolLM2-135M-Instruct instead of 'Qwen/Qwen2.5-1.5B-Instruct'") == 2
 
-    state = torch.load(work / "runs" / "big" / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(work / "runs" / "big" / "checkpoint" / "state.pt", weights_only=True)
     assert state["step"] == 40 and state["config"]["batch_size"] == 32
     history = state["history"]
     assert abs(history[0]["loss"] - 0.6931) < 1e-3  # the policy starts as its reference

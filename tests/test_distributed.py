@@ -52,7 +52,7 @@ def _run(command: list[str], output: Path, *options: str, killed: bool = False) 
         assert result.returncode != 0 and not output.exists(), result.stderr[-3000:]
         return None
     assert result.returncode == 0, result.stderr[-3000:]
-    return torch.load(output, weights_only=False)
+    return torch.load(output, weights_only=True)
 
 
 @pytest.fixture(scope="module")

@@ -213,6 +213,6 @@ def test_reference_logprobs_carry_their_precision_through_a_checkpoint(tmp_path)
         tiny_model(64), TinyTokenizer(), _pairs_of_ids(), DPOConfig(batch_size=4, max_steps=1), tmp_path
     )
     trainer.train()
-    state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
     assert state["reference_logps"]["mixed_precision"] == "no"
     assert isinstance(trainer.reference_logps, ReferenceLogprobs)

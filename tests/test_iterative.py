@@ -10,7 +10,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from dpo_utils.data import prepare_preference_data
 from dpo_utils.iterative import best_vs_worst_rows, on_policy_rows, run_rounds
 from dpo_utils.models import DEFAULT_MODEL, ensure_pad_token, resolve_model_path
-from dpo_utils.trainer import DPOConfig, DPOTrainer, ReferenceLogprobs, reference_logprobs
+from dpo_utils.trainer import DPOConfig, DPOTrainer, ReferenceLogprobs, UnsafeCheckpointError, reference_logprobs
+from tests.helpers import plant_checkpoint
 
 PROMPTS = [[{"role": "user", "content": f"Review film {k}."}] for k in range(3)]
 
@@ -163,3 +164,14 @@ def test_round_zero_uses_given_reference_logprobs(tokenizer, tmp_path):
     moved = run(copy.deepcopy(reference).requires_grad_(True), reference, tokenizer, tmp_path / "b", shifted)
     expected = torch.nn.functional.softplus(torch.tensor(-0.1 * 5.0)).item()  # -log sigmoid(beta * 5)
     assert abs(moved[0]["history"][0]["loss"] - expected) < 1e-3
+
+
+def test_a_planted_checkpoint_of_a_finished_round_is_refused_without_running_it(tokenizer, tmp_path):
+    """A finished round's weights are read with weights_only=True: a planted state.pt runs nothing."""
+    marker, round_0 = tmp_path / "ran", tmp_path / "loop" / "round_0"
+    plant_checkpoint(round_0 / "checkpoint", marker)
+    (round_0 / "round.json").write_text("{}")
+    reference = tiny_model(tokenizer).requires_grad_(False)
+    with pytest.raises(UnsafeCheckpointError, match=f"{round_0 / 'checkpoint' / 'state.pt'} is not a checkpoint"):
+        run(copy.deepcopy(reference).requires_grad_(True), reference, tokenizer, tmp_path / "loop")
+    assert not marker.exists()

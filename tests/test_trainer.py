@@ -78,7 +78,7 @@ def test_sft_objective_raises_chosen_likelihood():
 def test_a_finished_run_keeps_no_optimizer_state_and_can_still_be_extended(tmp_path, capsys):
     config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=2, save_final_model=False)
     DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path).train()
-    state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
     assert state["optimizer"] is None and state["step"] == 2 and not (tmp_path / "final").exists()
     longer = DPOConfig(**{**config.__dict__, "max_steps": 3})
     history = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), longer, output_dir=tmp_path).train()

@@ -3,7 +3,8 @@ Each is refused early with a clear message, or skipped and survived, never train
 
 import errno
 import json
-import time
+import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from dpo_utils import trainer as trainer_module
 from dpo_utils.losses import dpo_loss
 from dpo_utils.precision import fraction_changed, trainable_copy
 from dpo_utils.trainer import DPOConfig, DPOTrainer, NonFiniteTrainingError, StaleCheckpointError
-from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
+from tests.helpers import Planted, TinyTokenizer, make_pairs, plant_checkpoint, tiny_llama
 
 
 def plant_in_forward(model, value: float):
@@ -60,7 +61,7 @@ def test_repeated_nan_forward_passes_stop_with_the_last_good_checkpoint(tmp_path
         "holds the last good state" in message and "mixed_precision" not in message
     )  # fp32 compute: no other precision to offer
     assert trainer.skipped_steps == 3
-    state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
     assert state["skipped_steps"] == 3 and all(torch.equal(state["model"][name], good[name]) for name in good)
 
 
@@ -125,32 +126,19 @@ def test_the_fingerprint_is_of_the_model_as_passed_in():
     assert trainer_module.model_fingerprint(tiny_llama(seed=1)) != start
 
 
-def test_the_fingerprint_of_a_1_5b_model_takes_well_under_a_second():
-    """Qwen2.5-1.5B's 338 tensors.
+def test_a_starting_model_differing_in_one_element_is_not_resumed(tmp_path):
+    config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=2, save_final_model=False)
+    DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path).train()
+    other = tiny_llama()
+    with torch.no_grad():  # element 1 of 2048: a sampler of 64 evenly strided elements (stride 32) skips it
+        other.model.embed_tokens.weight[0, 1] += 1e-3
+    with pytest.raises(StaleCheckpointError, match="another starting model"):
+        DPOTrainer(other, TinyTokenizer(), make_pairs(), config, output_dir=tmp_path).train()
 
-    1.54e9 bf16 parameters, allocated but never written: only sampled pages are touched.
-    """
-    hidden, kv, mlp, vocab = 1536, 256, 8960, 151936
-    shapes = [(vocab, hidden), (hidden,)] + 28 * [
-        (hidden, hidden),
-        (kv, hidden),
-        (kv, hidden),
-        (hidden, hidden),
-        (hidden,),
-        (kv,),
-        (kv,),
-        (mlp, hidden),
-        (mlp, hidden),
-        (hidden, mlp),
-        (hidden,),
-        (hidden,),
-    ]
-    model = torch.nn.ParameterList([torch.nn.Parameter(torch.empty(shape, dtype=torch.bfloat16)) for shape in shapes])
-    assert len(shapes) == 338 and 1.5e9 < sum(p.numel() for p in model.parameters()) < 1.6e9
-    trainer_module.model_fingerprint(model)
-    start = time.perf_counter()
-    trainer_module.model_fingerprint(model)
-    assert time.perf_counter() - start < 0.25  # measured: 10-25 ms on a 2-core CPU
+
+def test_the_fingerprint_reads_half_precision_weights():
+    model = tiny_llama()
+    assert trainer_module.model_fingerprint(model.to(torch.bfloat16)) != trainer_module.model_fingerprint(tiny_llama())
 
 
 # 9. Settings checked at once
@@ -272,7 +260,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeyp
     monkeypatch.undo()
     assert sorted(p.name for p in folder.iterdir()) == ["history.json", "state.pt"]
     assert (
-        torch.load(folder / "state.pt", weights_only=False)["step"] == 1
+        torch.load(folder / "state.pt", weights_only=True)["step"] == 1
         and (folder / "history.json").read_text() == history
     )
 
@@ -298,4 +286,141 @@ def test_history_json_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (folder / "history.json").read_text() == history and json.loads(history)[0]["step"] == 1
     assert sorted(p.name for p in folder.iterdir()) == ["history.json", "state.pt"]
-    assert torch.load(folder / "state.pt", weights_only=False)["step"] == 1  # state and history stay of one step
+    assert torch.load(folder / "state.pt", weights_only=True)["step"] == 1  # state and history stay of one step
+
+
+def fill_the_disk_in_save_pretrained(monkeypatch, model):
+    """save_pretrained writes a config and part of the weights, then the disk is full."""
+
+    def save_pretrained(folder, *args, **kwargs):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "config.json").write_text("{}")
+        (Path(folder) / "model.safetensors").write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(model, "save_pretrained", save_pretrained)
+
+
+def test_a_full_disk_while_saving_the_final_model_leaves_no_half_written_final(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=1)
+    model = tiny_llama()
+    fill_the_disk_in_save_pretrained(monkeypatch, model)
+    final, checkpoint = tmp_path / "final", tmp_path / "checkpoint"
+    with pytest.raises(
+        trainer_module.CheckpointSaveError,
+        match=f"no space left on the device while saving the final model to {final}; the partial folder was "
+        f"removed and no final/ was written. The checkpoint {checkpoint} \\(step 1\\) is intact: free some space "
+        "and run again to resume from it",
+    ):
+        DPOTrainer(model, TinyTokenizer(), make_pairs(), config, output_dir=tmp_path).train()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # no final/, no final.tmp
+    monkeypatch.undo()
+    DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path).train()  # writes final/
+    first = AutoModelForCausalLM.from_pretrained(final).state_dict()
+
+    longer = DPOTrainer(model := tiny_llama(), TinyTokenizer(), make_pairs(), replace(config, max_steps=2), tmp_path)
+    fill_the_disk_in_save_pretrained(monkeypatch, model)
+    with pytest.raises(trainer_module.CheckpointSaveError, match="the previous final model there is as it was"):
+        longer.train()
+    kept = AutoModelForCausalLM.from_pretrained(final).state_dict()  # the older final/, whole
+    assert all(torch.equal(kept[name], first[name]) for name in first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "final"]
+
+
+# 11. A checkpoint never runs code
+
+
+def test_a_planted_checkpoint_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    plant_checkpoint(tmp_path / "run" / "checkpoint", marker)
+    trainer = DPOTrainer(
+        tiny_llama(), TinyTokenizer(), make_pairs(), DPOConfig(max_steps=1), output_dir=tmp_path / "run"
+    )
+    path = tmp_path / "run" / "checkpoint" / "state.pt"
+    with pytest.raises(
+        trainer_module.UnsafeCheckpointError, match=f"{path} is not a checkpoint this trainer can load safely"
+    ) as error:
+        trainer.train()
+    assert not marker.exists() and "Nothing in it was run" in str(error.value)
+    pickle.loads(pickle.dumps(Planted(marker)))  # the payload is real: unpickled by pickle, it runs
+    assert marker.exists()
+
+
+def test_checkpoints_hold_only_what_weights_only_loading_allows(tmp_path):
+    config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=2, save_every=1, save_final_model=False)
+    trainer = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path)
+    trainer.train_step()
+    trainer.save_checkpoint()  # mid-run: with optimizer state
+    state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
+    assert state["step"] == 1 and state["optimizer"]["state"] and state["reference_logps"]["batching"]
+
+
+# 12. Ctrl-C
+
+
+def interrupt_at(monkeypatch, step: int):
+    """Ctrl-C as step ``step + 1`` starts."""
+    real = DPOTrainer.train_step
+
+    def train_step(self):
+        if self.step == step:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(DPOTrainer, "train_step", train_step)
+
+
+def test_ctrl_c_says_where_a_new_run_resumes_and_it_resumes_there(tmp_path, monkeypatch, capsys):
+    config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=4, save_every=2, save_final_model=False)
+    straight = tiny_llama()
+    expected = DPOTrainer(straight, TinyTokenizer(), make_pairs(), config, output_dir=tmp_path / "a").train()
+    model = tiny_llama()
+    trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), config, output_dir=tmp_path / "b")
+    interrupt_at(monkeypatch, 3)
+    message = (
+        f"stopped at step 3 of 4; run again to resume from the checkpoint of step 2 in {tmp_path / 'b' / 'checkpoint'}"
+    )
+    with pytest.raises(trainer_module.TrainingInterrupted) as error:
+        trainer.train()
+    assert isinstance(error.value, KeyboardInterrupt) and str(error.value) == message
+    assert message in capsys.readouterr().out
+    monkeypatch.undo()
+    assert trainer.train() == expected  # the same trainer, called again
+    assert all(torch.equal(p, q) for p, q in zip(straight.parameters(), model.parameters()))
+
+
+def test_ctrl_c_before_any_checkpoint_says_so(tmp_path, monkeypatch):
+    config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=4, save_final_model=False)
+    trainer = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path)
+    interrupt_at(monkeypatch, 1)
+    with pytest.raises(
+        KeyboardInterrupt, match="stopped at step 1 of 4; no checkpoint was written yet to .*checkpoint,"
+    ):
+        trainer.train()
+
+
+def test_a_save_interrupted_between_its_renames_is_repaired_on_resume(tmp_path, monkeypatch):
+    config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=3, save_every=1, save_final_model=False)
+    expected = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path / "a").train()
+    folder = tmp_path / "b" / "checkpoint"
+    trainer = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path / "b")
+    rename = Path.replace
+
+    def replace_then_stop(self, target):  # Ctrl-C after state.pt of step 2 is in place, before history.json
+        if self.name == "history.json.tmp" and trainer.step == 2:
+            raise KeyboardInterrupt
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "replace", replace_then_stop)
+    with pytest.raises(KeyboardInterrupt, match="resume from the checkpoint of step 2"):
+        trainer.train()
+    monkeypatch.undo()
+    assert sorted(p.name for p in folder.iterdir()) == ["history.json", "history.json.tmp", "state.pt"]
+    assert len(json.loads((folder / "history.json").read_text())) == 1  # one step behind state.pt
+    resumed = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path / "b")
+    resumed.load_checkpoint()  # trusts state.pt: history.json rewritten from it, the stray .tmp removed
+    assert sorted(p.name for p in folder.iterdir()) == ["history.json", "state.pt"]
+    assert json.loads((folder / "history.json").read_text()) == expected[:2] == resumed.history
+    assert resumed.train() == expected
