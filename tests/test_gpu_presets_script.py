@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_presets.py"
@@ -39,10 +38,8 @@ print("torch imported:", "torch" in sys.modules)
 
 
 def test_without_a_gpu_it_says_so_before_importing_torch():
-    start = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-c", WITHOUT_A_GPU, str(SCRIPT)], capture_output=True, text=True, timeout=120
     )
     assert "exit: no GPU found" in out.stdout and "--shrink" in out.stdout, out.stdout + out.stderr[-2000:]
     assert "torch imported: False" in out.stdout
-    assert time.perf_counter() - start < 60
