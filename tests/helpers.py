@@ -6,9 +6,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from dpo_utils.data import TokenizedPair
 
 
-def tiny_llama(seed: int = 0, vocab_size: int = 64) -> LlamaForCausalLM:
+def tiny_llama(seed: int = 0, vocab_size: int = 64, **config) -> LlamaForCausalLM:
+    """A 2-layer Llama of width 32; ``config`` overrides any ``LlamaConfig`` setting."""
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    settings = dict(
         vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
@@ -21,7 +22,7 @@ def tiny_llama(seed: int = 0, vocab_size: int = 64) -> LlamaForCausalLM:
         eos_token_id=2,
         tie_word_embeddings=True,
     )
-    return LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(LlamaConfig(**settings | config)).eval()
 
 
 def tiny_gpt2(seed: int = 0, vocab_size: int = 64):

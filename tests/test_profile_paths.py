@@ -12,7 +12,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from dpo_utils.best_of_n import evaluate_best_of_n
 from dpo_utils.config import DATA_DIR
@@ -22,7 +22,7 @@ from dpo_utils.iterative import run_rounds
 from dpo_utils.models import ensure_pad_token, offline_model_dir, pick_device_and_dtype
 from dpo_utils.precision import GPU_PROFILE_VARIABLE
 from dpo_utils.trainer import DPOConfig, DPOTrainer, reference_logprobs
-from tests.helpers import small_vocab_chat_tokenizer
+from tests.helpers import small_vocab_chat_tokenizer, tiny_llama
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
 
@@ -69,18 +69,8 @@ class HeadDtypes:
 
 
 def tiny_model(tokenizer):
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return LlamaForCausalLM(config).eval()
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id) == (0, 2)  # as tiny_llama's config says
+    return tiny_llama(vocab_size=len(tokenizer), num_hidden_layers=1, max_position_embeddings=512)
 
 
 def test_training_and_the_reference_pass_follow_the_profile(profile, tokenizer, pairs):
