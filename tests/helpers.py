@@ -1,9 +1,12 @@
 """Shared test fixtures: tiny random models that run in milliseconds, a stand-in tokenizer, token-id pairs."""
 
+from pathlib import Path
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.data import TokenizedPair
+from dpo_utils.models import offline_cache_name
 
 
 def tiny_llama(seed: int = 0, vocab_size: int = 64, **config) -> LlamaForCausalLM:
@@ -23,6 +26,23 @@ def tiny_llama(seed: int = 0, vocab_size: int = 64, **config) -> LlamaForCausalL
         tie_word_embeddings=True,
     )
     return LlamaForCausalLM(LlamaConfig(**settings | config)).eval()
+
+
+def save_tiny_fallback_model(cache: Path, tokenizer) -> dict:
+    """A one-layer Llama of width 16 with ``tokenizer``, saved where the offline fallback looks in
+    ``cache`` (``DPO_TUTORIAL_CACHE``), so that loading the bundled model gives this one; returns its
+    weights. Used by the two-process script test and by ``.ci/gpu-profile`` on a CPU that emulates bf16."""
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    small = dict(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1
+    )
+    model = tiny_llama(0, len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=False, **small, **ids)
+    folder = cache / offline_cache_name()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 def tiny_gpt2(seed: int = 0, vocab_size: int = 64):

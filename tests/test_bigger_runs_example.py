@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 
-from dpo_utils.models import offline_cache_name, offline_model_dir, pick_device_and_dtype
-from tests.helpers import small_vocab_chat_tokenizer
+from dpo_utils.models import offline_model_dir, pick_device_and_dtype
+from tests.helpers import save_tiny_fallback_model, small_vocab_chat_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,24 +38,10 @@ def tiny_fallback_model(cache: Path) -> dict:
     SmolLM2's chat template and special tokens over a 512-token vocabulary learned from the shipped
     pairs: under the script's bf16 autocast, a CPU without native bf16 spends ~50x longer on each
     matmul, and SmolLM2's 49,152-token LM head made this test take 558 s on such a CPU."""
-    folder = cache / offline_cache_name()
     rows = [json.loads(line) for line in (ROOT / "data" / "sentiment_pairs.jsonl").open(encoding="utf-8")]
     texts = [message["content"] for row in rows for key in ("prompt", "chosen", "rejected") for message in row[key]]
     tokenizer = small_vocab_chat_tokenizer(texts, like=AutoTokenizer.from_pretrained(offline_model_dir()))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return {k: v.clone() for k, v in model.state_dict().items()}
+    return save_tiny_fallback_model(cache, tokenizer)
 
 
 def test_the_documented_train_script_trains_under_two_processes(tmp_path):
