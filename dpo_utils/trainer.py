@@ -699,10 +699,7 @@ class DPOTrainer:
         return row
 
     def _stop_on_non_finite(self, row: dict) -> None:
-        saved = ""
-        if self.output_dir:
-            self.save_checkpoint()  # skipped steps changed no weight: this is the last good state
-            saved = f" {self.output_dir / 'checkpoint'} holds the last good state (skipped steps change no weight)."
+        saved = self._save_before_stopping()
         cfg = self.config
         others = {
             "fp16": "mixed_precision='bf16' (where the GPU has it) or 'no' instead of 'fp16', ",
@@ -714,6 +711,23 @@ class DPOTrainer:
             f"{saved} Try: {others}a lower learning_rate (now {cfg.learning_rate}) or a smaller max_grad_norm "
             f"(now {cfg.max_grad_norm})."
         )
+
+    def _non_finite_weights(self) -> list[str]:
+        return [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+
+    def _save_before_stopping(self) -> str:
+        """Checkpoint the weights unless an applied step made them non-finite; say which it was."""
+        broken = self._non_finite_weights()
+        if broken:
+            kept = f"; {self.output_dir / 'checkpoint'} keeps step {self.saved_step}" if self.saved_step else ""
+            return (
+                f" The weights are no longer finite ({broken[0]}, {len(broken)} tensors in all): an applied step "
+                f"broke them, so no checkpoint was written{kept}."
+            )
+        if not self.output_dir:
+            return ""
+        self.save_checkpoint()  # a skipped step changes no weight
+        return f" {self.output_dir / 'checkpoint'} holds the weights from before these skipped steps."
 
     def train(self, resume: bool = True) -> list[dict]:
         """Run until ``max_steps``, resuming from ``output_dir/checkpoint`` when it is this run's.
@@ -759,7 +773,8 @@ class DPOTrainer:
                 refresh=False,
             )
             if self.output_dir and self.config.save_every and self.step % self.config.save_every == 0:
-                self.save_checkpoint()
+                if not self._non_finite_weights():  # broken weights never replace a good checkpoint
+                    self.save_checkpoint()
         bar.close()
 
     def _interrupt_message(self) -> str:

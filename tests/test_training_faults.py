@@ -58,11 +58,29 @@ def test_repeated_nan_forward_passes_stop_with_the_last_good_checkpoint(tmp_path
     message = str(error.value)
     assert "3 steps in a row were skipped" in message and "non-finite log-probs or loss in the forward pass" in message
     assert (
-        "holds the last good state" in message and "mixed_precision" not in message
+        "holds the weights from before these skipped steps" in message and "mixed_precision" not in message
     )  # fp32 compute: no other precision to offer
     assert trainer.skipped_steps == 3
     state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
     assert state["skipped_steps"] == 3 and all(torch.equal(state["model"][name], good[name]) for name in good)
+
+
+def test_weights_an_applied_step_made_non_finite_are_not_checkpointed(tmp_path):
+    """A step that was applied and broke the weights (a learning rate far too high) is not the last good state."""
+    model = tiny_llama()
+    config = DPOConfig(batch_size=8, max_steps=10, max_consecutive_skips=2, save_every=1, mixed_precision="no")
+    trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), config, output_dir=tmp_path)
+    trainer.train_step()
+    trainer.save_checkpoint()
+    saved = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)["model"]
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("inf")  # as a learning rate far too high can leave it
+    with pytest.raises(NonFiniteTrainingError) as error:
+        trainer.train(resume=False)  # goes on from step 1 with the broken weights (resuming would reload them)
+    assert "The weights are no longer finite (model.norm.weight, 1 tensors in all)" in str(error.value)
+    assert f"{tmp_path / 'checkpoint'} keeps step 1" in str(error.value)
+    state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
+    assert state["step"] == 1 and all(torch.equal(state["model"][name], saved[name]) for name in saved)
 
 
 @pytest.mark.parametrize(
