@@ -260,8 +260,8 @@ def _text_of(value, row: str, name: str, source: str) -> str | list:
     if isinstance(value, str):
         if not value.strip():
             raise PreferenceDataError(f"{where}: empty")
-        if _lone_surrogate(value):
-            raise PreferenceDataError(f"{where}: {_lone_surrogate(value)}")
+        if surrogate := _lone_surrogate(value):
+            raise PreferenceDataError(f"{where}: {surrogate}")
         return value
     if isinstance(value, list) and value:
         for k, message in enumerate(value):
@@ -285,8 +285,8 @@ def _text_of(value, row: str, name: str, source: str) -> str | list:
                 )
             if not message["content"].strip():
                 raise PreferenceDataError(f"{where}: message {k} has empty content")
-            if _lone_surrogate(message["content"]):
-                raise PreferenceDataError(f"{where}: message {k} {_lone_surrogate(message['content'])}")
+            if surrogate := _lone_surrogate(message["content"]):
+                raise PreferenceDataError(f"{where}: message {k} {surrogate}")
         return value
     raise PreferenceDataError(f"{where}: expected a non-empty string or list of messages, got {type(value).__name__}")
 
@@ -429,14 +429,14 @@ def tokenize_row(
     TRL). A prompt longer than ``max_prompt_length`` tokens (tokenized alone) is refused;
     completions are cut to ``max_completion_length``. Either limit may be ``None``: no limit.
     """
+    check_lengths(max_prompt_length, max_completion_length)
     return _tokenize_row(row, tokenizer, max_prompt_length, max_completion_length, tokenization)[0]
 
 
 def _tokenize_row(
     row: dict, tokenizer, max_prompt_length, max_completion_length, tokenization: str
 ) -> tuple[TokenizedPair, list[str]]:
-    """:func:`tokenize_row`, and the fields ('chosen', 'rejected') whose completion was cut."""
-    check_lengths(max_prompt_length, max_completion_length)
+    """:func:`tokenize_row` with its limits checked by the caller, and the fields ('chosen', 'rejected') it cut."""
     if tokenization not in TOKENIZATIONS:
         raise ValueError(f"tokenization={tokenization!r}: choose one of {TOKENIZATIONS}")
     if tokenization == "joint":
