@@ -76,8 +76,9 @@ def make_pairs(n=8, seed=0):
     return [TokenizedPair(ids(4), ids(3) + [2], ids(5) + [2]) for _ in range(n)]
 
 
-def small_vocab_chat_tokenizer(texts: list[str], like, vocab_size: int = 512):
-    """A byte-level BPE tokenizer of ``vocab_size`` tokens learned from ``texts``, with the special
+def small_vocab_chat_tokenizer(rows: list[dict], like, vocab_size: int = 512):
+    """A byte-level BPE tokenizer of ``vocab_size`` tokens learned from conversational preference
+    ``rows`` (every message of every field), with the special
     tokens and chat template of ``like`` (SmolLM2's). Under bf16 autocast on a CPU without native
     bf16, the LM head over SmolLM2's 49,152 tokens dominates a tiny model's step; 512 cuts it ~100x."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -89,6 +90,7 @@ def small_vocab_chat_tokenizer(texts: list[str], like, vocab_size: int = 512):
     bpe.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet)
+    texts = [message["content"] for row in rows for key in ("prompt", "chosen", "rejected") for message in row[key]]
     bpe.train_from_iterator([*texts, like.chat_template], trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe, unk_token=specials[0], bos_token=like.bos_token, eos_token=like.eos_token

@@ -39,8 +39,7 @@ def tiny_fallback_model(cache: Path) -> dict:
     pairs: under the script's bf16 autocast, a CPU without native bf16 spends ~50x longer on each
     matmul, and SmolLM2's 49,152-token LM head made this test take 558 s on such a CPU."""
     rows = [json.loads(line) for line in (ROOT / "data" / "sentiment_pairs.jsonl").open(encoding="utf-8")]
-    texts = [message["content"] for row in rows for key in ("prompt", "chosen", "rejected") for message in row[key]]
-    tokenizer = small_vocab_chat_tokenizer(texts, like=AutoTokenizer.from_pretrained(offline_model_dir()))
+    tokenizer = small_vocab_chat_tokenizer(rows, like=AutoTokenizer.from_pretrained(offline_model_dir()))
     return save_tiny_fallback_model(cache, tokenizer)
 
 

@@ -37,8 +37,7 @@ def rows():
 
 @pytest.fixture(scope="module")
 def tokenizer(rows):
-    texts = [m["content"] for row in rows for key in ("prompt", "chosen", "rejected") for m in row[key]]
-    tok = small_vocab_chat_tokenizer(texts, like=AutoTokenizer.from_pretrained(offline_model_dir()))
+    tok = small_vocab_chat_tokenizer(rows, like=AutoTokenizer.from_pretrained(offline_model_dir()))
     ensure_pad_token(tok)
     return tok
 
