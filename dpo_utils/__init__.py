@@ -14,11 +14,14 @@ One concept per module:
 - ``checks``         check preference data before training, and print a short report
 - ``trainer``        a small, readable DPO training loop (and Preferred-FT, its SFT baseline)
 - ``precision``      mixed precision: fp32 master weights, half-precision compute, fp16 loss scaling
+- ``numerics``       non-finite logits or log-probs and degenerate samples: a clear error with advice
 - ``memory``         how much accelerator memory one DPO step needs, checked against measured peaks
 - ``intervals``      uncertainty with the prompt as the unit: standard errors, bootstrap and paired intervals
-- ``evaluation``     sample completions, score them with a reward, estimate KL to the reference
+- ``sampling``       sample completions at temperature 1 (``Sample``), their log-probs, where they stopped
+- ``evaluation``     score a policy's samples with a reward, estimate KL to the reference, compare policies
 - ``kl_check``       the KL estimate checked against an exact KL (tiny models, every completion enumerated)
-- ``sentiment``      the controlled-sentiment experiment of notebook 07
+- ``sentiment``      the controlled-sentiment experiment of notebook 07, and its reward (VADER)
+- ``pairing``        preference pairs from scored samples: each prompt's best against its worst
 - ``coverage``       who wrote the responses: off-policy and on-policy pairs in the tabular world
 - ``iterative``      iterative (on-policy) DPO: sample, rank with a reward, pair, train again
 - ``best_of_n``      best-of-N from the reference: expected best reward, its KL, the closed-form bound

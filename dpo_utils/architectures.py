@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from dpo_utils.models import ensure_pad_token, offline_model_dir
+
 CONFIG_DIR = Path(__file__).resolve().parent / "architecture_configs"
 ARCHITECTURES = {
     "smollm2-135m": "HuggingFaceTB/SmolLM2-135M (Llama: 30 layers, hidden 576, 9 heads / 3 KV heads)",
@@ -40,8 +42,6 @@ def architecture_config(name: str, **overrides):
 def tokenizer():
     """The bundled SmolLM2 tokenizer (offline), with a pad token that is not EOS."""
     from transformers import AutoTokenizer
-
-    from dpo_utils.models import ensure_pad_token, offline_model_dir
 
     tok = AutoTokenizer.from_pretrained(offline_model_dir())
     ensure_pad_token(tok)

@@ -26,6 +26,8 @@ import statistics
 from collections import Counter
 
 from dpo_utils.intervals import group_by_prompt, summary_over_prompts
+from dpo_utils.sampling import lengths_and_caps, sample_completions
+from dpo_utils.sentiment import vader_reward
 
 
 def kl_bound(n: int) -> float:
@@ -93,10 +95,8 @@ def evaluate_best_of_n(
     """Sample ``m`` completions per prompt from ``reference``, score them with ``reward_fn`` (texts to
     rewards; default VADER) and return :func:`best_of_n_results` for each N in ``ns``: all N <= m come
     from the same samples. ``sampling``: more arguments for
-    :func:`~dpo_utils.evaluation.sample_completions` (``batch_size``)."""
-    from dpo_utils.evaluation import lengths_and_caps, sample_completions, vader_reward
-
+    :func:`~dpo_utils.sampling.sample_completions` (``batch_size``)."""
     samples = sample_completions(reference, tokenizer, prompts, m, max_new_tokens, seed, **sampling)
     lengths, capped = lengths_and_caps(samples, tokenizer.eos_token_id, max_new_tokens)
-    rewards = (reward_fn or vader_reward)([text for *_, text in samples])
-    return best_of_n_results(rewards, [index for index, *_ in samples], ns, lengths=lengths, capped=capped)
+    rewards = (reward_fn or vader_reward)([sample.text for sample in samples])
+    return best_of_n_results(rewards, [sample.prompt_index for sample in samples], ns, lengths=lengths, capped=capped)

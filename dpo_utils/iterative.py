@@ -17,24 +17,9 @@ import json
 from pathlib import Path
 
 from dpo_utils.data import prepare_preference_data, save_preference_jsonl
-from dpo_utils.evaluation import sample_completions
-from dpo_utils.sentiment import build_preference_rows
+from dpo_utils.pairing import best_vs_worst_rows
+from dpo_utils.sampling import sample_completions
 from dpo_utils.trainer import DPOTrainer, load_state, reference_logprobs
-
-
-def best_vs_worst_rows(prompts, samples, rewards, min_gap: float = 0.1, eos_token_id: int | None = None) -> list[dict]:
-    """One pair per prompt: its highest-reward sample against its lowest.
-
-    ``samples`` are ``(prompt_index, _, _, text)`` tuples from
-    :func:`dpo_utils.evaluation.sample_completions`. A prompt gets no pair when it has fewer than
-    two distinct non-empty texts, or when best and worst are tied or closer than ``min_gap``
-    (a tie never yields a pair, even with ``min_gap=0``: there is no preference to learn).
-    Given ``eos_token_id``, samples cut at the token cap are left out first.
-    """
-    if min_gap < 0:
-        raise ValueError(f"min_gap={min_gap} must be >= 0")
-    rows = build_preference_rows(prompts, samples, rewards, 1, min_gap, eos_token_id=eos_token_id)
-    return [row for row in rows if row["score_chosen"] > row["score_rejected"]]
 
 
 def on_policy_rows(
@@ -55,7 +40,7 @@ def on_policy_rows(
         policy, tokenizer, prompts, n_samples, max_new_tokens, seed=seed, batch_size=batch_size
     )
     eos = None if keep_capped else tokenizer.eos_token_id
-    return best_vs_worst_rows(prompts, samples, reward_fn([text for *_, text in samples]), min_gap, eos)
+    return best_vs_worst_rows(prompts, samples, reward_fn([sample.text for sample in samples]), min_gap, eos)
 
 
 def run_rounds(

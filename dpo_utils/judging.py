@@ -7,8 +7,9 @@ import statistics
 
 import torch
 
-from dpo_utils.evaluation import vader_reward
 from dpo_utils.intervals import mean_with_prompt_interval
+from dpo_utils.models import pick_device_and_dtype
+from dpo_utils.sentiment import vader_reward
 
 __all__ = ["load_judge", "mean_with_prompt_interval", "reward_model_judge", "vader_judge", "win_rate"]
 
@@ -22,8 +23,6 @@ def reward_model_judge(name: str, device: str | None = None, batch_size: int = 8
     """A judge from a sequence-classification reward model (one score per conversation), e.g.
     ``Skywork/Skywork-Reward-V2-Qwen3-0.6B``. Returns ``judge(prompts, completions) -> scores``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from dpo_utils.models import pick_device_and_dtype
 
     device, dtype = pick_device_and_dtype(device)  # bf16 only where native: a T4 gets fp16
     tokenizer = AutoTokenizer.from_pretrained(name)

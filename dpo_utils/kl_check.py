@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dpo_utils.evaluation import evaluate_policy
+
 WORDS = ("<eos>", "a", "b", "c", "d")  # token 0 ends a completion and pads
 PROMPTS = ("a b", "c")  # different lengths: sampling pads them on the left
 
@@ -116,8 +118,6 @@ def exact_kl(policy, reference, prompt_ids: list[int], max_new_tokens: int) -> t
 
 def check_kl_estimator(n_samples: int = 200, max_new_tokens: int = 3, seed: int = 0) -> KLCheck:
     """``evaluate_policy``'s KL estimate (``n_samples`` per prompt) for two tiny models, against the exact sum."""
-    from dpo_utils.evaluation import evaluate_policy
-
     tokenizer, policy, reference = tiny_tokenizer(), tiny_model(seed=1), tiny_model(seed=2)
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
     exact = [exact_kl(policy, reference, ids, max_new_tokens) for ids in prompt_ids]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dpo_utils.data import TokenizedPair
+
 
 def sequence_logprobs(
     logits: torch.Tensor,
@@ -216,8 +218,6 @@ def checkpointing_active(model: torch.nn.Module) -> bool:
 
 
 def _pairs_from_shared_batch(prompt_ids, prompt_mask, completion_ids, completion_mask):
-    from dpo_utils.data import TokenizedPair
-
     ids = lambda row, mask: row[mask.bool()].tolist()
     n = len(prompt_ids)
     return [

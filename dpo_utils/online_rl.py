@@ -8,7 +8,7 @@ on-policy RL: the role PPO plays in the DPO paper, without PPO's value network.
 
 Here each optimizer step samples once and uses the samples once (``num_iterations=1``), so PPO's ratio
 clipping never acts. Sampling is at temperature 1 with no top-k / top-p, as in
-:func:`~dpo_utils.evaluation.sample_completions`. TRL's logged ``kl`` is a per-token mean (the k3
+:func:`~dpo_utils.sampling.sample_completions`. TRL's logged ``kl`` is a per-token mean (the k3
 estimator), not the sequence-level KL of :func:`~dpo_utils.evaluation.evaluate_policy`: for a
 reward-KL plot, evaluate the checkpoints (:func:`saved_checkpoints`, :func:`load_checkpoint_weights`).
 """
@@ -121,7 +121,7 @@ def train_grpo(
 ) -> list[dict]:
     """Train a copy of ``model`` with GRPO for ``steps`` optimizer steps; return TRL's log row of each step.
 
-    ``reward_fn(texts) -> list[float]`` scores completion texts (e.g. :func:`~dpo_utils.evaluation.vader_reward`).
+    ``reward_fn(texts) -> list[float]`` scores completion texts (e.g. :func:`~dpo_utils.sentiment.vader_reward`).
     ``model`` itself is not changed: its weights are saved as ``output_dir/checkpoint-0``, the reference, and
     TRL trains a model loaded from there. The trained weights are saved every ``save_every`` steps and at the
     last step, as ``checkpoint-<step>`` folders (:func:`saved_checkpoints`). ``micro_batch_size`` (completions

@@ -28,8 +28,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from dpo_utils.architectures import architecture_config
 from dpo_utils.config import DATA_DIR, is_reduced
-from dpo_utils.memory import GIB
+from dpo_utils.memory import GIB, step_tokens, training_memory
 from dpo_utils.models import DEFAULT_MODEL, hub_is_offline
 from dpo_utils.precision import GPU_PROFILES, gpu_profile
 
@@ -193,9 +194,6 @@ def pick_preset(name: str | None = None) -> RunPreset:
 
 def preset_memory(preset: RunPreset) -> dict[str, float]:
     """:func:`dpo_utils.memory.training_memory` of one step at the preset's full lengths."""
-    from dpo_utils.architectures import architecture_config
-    from dpo_utils.memory import step_tokens, training_memory
-
     config = architecture_config(preset.architecture)
     tokens, completion = step_tokens(
         preset.micro_batch_size, preset.max_prompt_length, preset.max_completion_length, True

@@ -14,9 +14,16 @@ mid-sentence, in any trainer that reads the file.
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from dpo_utils.config import DATA_DIR
+from dpo_utils.data import prepare_preference_data, save_preference_jsonl
+from dpo_utils.models import DEFAULT_MODEL, load_model_and_tokenizer
+from dpo_utils.pairing import build_preference_rows
+from dpo_utils.sampling import ended, sample_completions
 
 
 def load_prompts(path, split: str) -> list[list[dict]]:
@@ -28,53 +35,19 @@ def load_prompts(path, split: str) -> list[list[dict]]:
     return prompts
 
 
-def ended(sample, eos_token_id: int) -> bool:
-    """True when a ``(prompt_index, prompt_ids, completion_ids, text)`` sample stopped at
-    end-of-sequence rather than at the token cap."""
-    completion = sample[2]
-    return bool(completion) and completion[-1] == eos_token_id
+def vader_reward(texts: list[str]) -> list[float]:
+    """VADER's compound sentiment score in [-1, 1] for each text (offline, rule-based): the task's reward."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # imported on first use: it is slow
 
-
-def build_preference_rows(
-    prompts, samples, rewards, pairs_per_prompt: int = 2, min_gap: float = 0.1, eos_token_id: int | None = None
-) -> list[dict]:
-    """Pair the best sample of each prompt with its ``pairs_per_prompt`` worst ones.
-
-    ``samples`` are ``(prompt_index, _, completion_ids, text)`` tuples from
-    :func:`dpo_utils.evaluation.sample_completions`, ``rewards`` their scores. Pairs whose reward
-    gap is below ``min_gap``, or whose texts are identical or empty, are left out. Given
-    ``eos_token_id``, samples cut at the token cap (no end token) are left out too.
-    """
-    by_prompt: dict[int, list[tuple[float, str]]] = {}
-    for sample, reward in zip(samples, rewards):
-        index, text = sample[0], sample[-1]
-        if eos_token_id is not None and not ended(sample, eos_token_id):
-            continue
-        if text.strip():
-            by_prompt.setdefault(index, []).append((reward, text.strip()))
-    rows = []
-    for index, scored in sorted(by_prompt.items()):
-        scored.sort(key=lambda pair: pair[0], reverse=True)
-        best_reward, best_text = scored[0]
-        for worst_reward, worst_text in scored[::-1][:pairs_per_prompt]:
-            if best_reward - worst_reward >= min_gap and worst_text != best_text:
-                rows.append(
-                    {
-                        "prompt": prompts[index],
-                        "chosen": [{"role": "assistant", "content": best_text}],
-                        "rejected": [{"role": "assistant", "content": worst_text}],
-                        "score_chosen": best_reward,
-                        "score_rejected": worst_reward,
-                    }
-                )
-    return rows
+    analyzer = SentimentIntensityAnalyzer()
+    return [analyzer.polarity_scores(text)["compound"] for text in texts]
 
 
 @dataclass
 class SampledPairs:
     """What :func:`sample_score_and_pair` made, step by step."""
 
-    samples: list  # (prompt_index, prompt_ids, completion_ids, text), from sample_completions
+    samples: list  # Sample tuples, from sample_completions
     rewards: list[float]  # one per sample
     rows: list[dict]  # best against worst, TRL's conversational format plus score_chosen / score_rejected
     path: Path  # where the rows were saved as JSONL
@@ -111,13 +84,10 @@ def sample_score_and_pair(
     (unless ``keep_capped``), pair each prompt's best with its ``pairs_per_prompt`` worst
     (:func:`build_preference_rows`), save the rows as JSONL at ``path`` and tokenize that file
     (completions up to ``max_new_tokens + 1`` tokens, room for EOS). ``batch_size``: samples generated at once."""
-    from dpo_utils.data import prepare_preference_data, save_preference_jsonl
-    from dpo_utils.evaluation import sample_completions, vader_reward
-
     samples = sample_completions(
         model, tokenizer, prompts, n_samples, max_new_tokens, seed=seed, batch_size=batch_size
     )
-    rewards = (reward_fn or vader_reward)([text for *_, text in samples])
+    rewards = (reward_fn or vader_reward)([sample.text for sample in samples])
     eos = None if keep_capped else tokenizer.eos_token_id
     rows = build_preference_rows(prompts, samples, rewards, pairs_per_prompt, min_gap, eos_token_id=eos)
     capped = sum(not ended(sample, tokenizer.eos_token_id) for sample in samples)
@@ -135,11 +105,6 @@ def sample_score_and_pair(
 
 def main(argv=None) -> None:
     """Rebuild the shipped pairs: reference samples for every train prompt, capped ones dropped."""
-    import argparse
-
-    from dpo_utils.config import DATA_DIR
-    from dpo_utils.models import DEFAULT_MODEL, load_model_and_tokenizer
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("out", help="where to write the JSONL pairs")
     parser.add_argument("--samples", type=int, default=8, help="samples per prompt")

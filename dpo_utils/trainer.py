@@ -53,9 +53,9 @@ from dpo_utils.logprobs import (
     shared_prompt_logprobs,
 )
 from dpo_utils.losses import LOSS_TYPES, OBJECTIVES, allow_non_finite, preference_loss
+from dpo_utils.numerics import check_finite_logprobs
 from dpo_utils.precision import (
     autocast,
-    check_finite_logprobs,
     check_mixed_precision,
     grad_scaler,
     half_precision_trainables,

@@ -6,6 +6,7 @@ import tempfile
 
 import torch
 
+from dpo_utils.data import TokenizedPair
 from dpo_utils.models import quiet_checkpointing_renames
 
 
@@ -59,8 +60,6 @@ def trl_tokenized_pairs(tokenizer, rows: list[dict]) -> list:
 
     from datasets import Dataset
     from trl import DPOTrainer
-
-    from dpo_utils.data import TokenizedPair
 
     args = types.SimpleNamespace(dataset_num_proc=None, max_length=None, truncation_mode="keep_start")
     trainer = types.SimpleNamespace(_tokenizer=tokenizer)  # all `_prepare_dataset` reads from the trainer

@@ -1,8 +1,9 @@
 import pytest
 
 from dpo_utils.config import DATA_DIR
-from dpo_utils.evaluation import _cut_after_eos, vader_reward
-from dpo_utils.sentiment import build_preference_rows, load_prompts
+from dpo_utils.pairing import build_preference_rows
+from dpo_utils.sampling import Sample, _cut_after_eos
+from dpo_utils.sentiment import load_prompts, vader_reward
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
 
@@ -20,11 +21,11 @@ def test_vader_scores_sentiment_in_the_right_direction():
 def test_pairs_take_best_against_worst_and_drop_small_gaps():
     prompts = [[{"role": "user", "content": "p0"}], [{"role": "user", "content": "p1"}]]
     samples = [
-        (0, None, None, "great"),
-        (0, None, None, "bad"),
-        (0, None, None, "ok"),
-        (1, None, None, "same"),
-        (1, None, None, "same too"),
+        Sample(0, None, None, "great"),
+        Sample(0, None, None, "bad"),
+        Sample(0, None, None, "ok"),
+        Sample(1, None, None, "same"),
+        Sample(1, None, None, "same too"),
     ]
     rows = build_preference_rows(prompts, samples, [0.9, -0.8, 0.1, 0.30, 0.25], pairs_per_prompt=2, min_gap=0.1)
     assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [
@@ -49,10 +50,10 @@ def test_samples_cut_at_the_cap_are_left_out_of_the_pairs():
     prompts = [[{"role": "user", "content": "p0"}]]
     eos = 2
     samples = [
-        (0, None, [5, 6, eos], "great"),
-        (0, None, [5, 6, 7], "great but cut"),  # stopped at the cap: no end token
-        (0, None, [8, eos], "bad"),
-        (0, None, [9, 9, 9], "awful and cut"),
+        Sample(0, None, [5, 6, eos], "great"),
+        Sample(0, None, [5, 6, 7], "great but cut"),  # stopped at the cap: no end token
+        Sample(0, None, [8, eos], "bad"),
+        Sample(0, None, [9, 9, 9], "awful and cut"),
     ]
     rewards = [0.5, 0.9, -0.5, -0.9]
     kept = build_preference_rows(prompts, samples, rewards, pairs_per_prompt=1, eos_token_id=eos)

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from dpo_utils.evaluation import compare_evaluations, evaluate_policy, hit_the_cap
+from dpo_utils.evaluation import compare_evaluations, evaluate_policy
 from dpo_utils.intervals import (
     describe_difference,
     mean_with_prompt_interval,
@@ -16,6 +16,7 @@ from dpo_utils.intervals import (
 )
 from dpo_utils.judging import win_rate
 from dpo_utils.kl_check import tiny_model, tiny_tokenizer
+from dpo_utils.sampling import hit_the_cap
 
 
 def two_models_on_shared_prompts(gap: float, n_prompts: int = 12, per_prompt: int = 25, seed: int = 0):

@@ -8,8 +8,10 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.data import prepare_preference_data
-from dpo_utils.iterative import best_vs_worst_rows, on_policy_rows, run_rounds
+from dpo_utils.iterative import on_policy_rows, run_rounds
 from dpo_utils.models import DEFAULT_MODEL, ensure_pad_token, resolve_model_path
+from dpo_utils.pairing import best_vs_worst_rows
+from dpo_utils.sampling import Sample
 from dpo_utils.trainer import DPOConfig, DPOTrainer, ReferenceLogprobs, UnsafeCheckpointError, reference_logprobs
 from tests.helpers import plant_checkpoint
 
@@ -22,11 +24,11 @@ def pairs_of(rows):
 
 def test_best_sample_is_paired_with_the_worst_one_per_prompt():
     samples = [
-        (0, None, None, "great"),
-        (0, None, None, "fine"),
-        (0, None, None, "awful"),
-        (1, None, None, "good"),
-        (1, None, None, "bad"),
+        Sample(0, None, None, "great"),
+        Sample(0, None, None, "fine"),
+        Sample(0, None, None, "awful"),
+        Sample(1, None, None, "good"),
+        Sample(1, None, None, "bad"),
     ]
     rows = best_vs_worst_rows(PROMPTS, samples, [0.9, 0.2, -0.7, 0.5, -0.5])
     assert pairs_of(rows) == [("great", "awful"), ("good", "bad")]
@@ -35,17 +37,17 @@ def test_best_sample_is_paired_with_the_worst_one_per_prompt():
 
 def test_ties_and_prompts_without_two_distinct_samples_give_no_pair():
     samples = [
-        (0, None, None, "tied a"),
-        (0, None, None, "tied b"),  # best and worst tied
-        (1, None, None, "only one"),
-        (1, None, None, "only one"),  # one distinct text
-        (2, None, None, "lonely"),
-        (2, None, None, "  "),
+        Sample(0, None, None, "tied a"),
+        Sample(0, None, None, "tied b"),  # best and worst tied
+        Sample(1, None, None, "only one"),
+        Sample(1, None, None, "only one"),  # one distinct text
+        Sample(2, None, None, "lonely"),
+        Sample(2, None, None, "  "),
     ]  # the other one empty
     for min_gap in (0.0, 0.1):
         assert best_vs_worst_rows(PROMPTS, samples, [0.4, 0.4, 0.9, 0.9, 0.3, -0.9], min_gap=min_gap) == []
     # a gap below min_gap is dropped, the same gap above it is kept
-    close = [(0, None, None, "a"), (0, None, None, "b")]
+    close = [Sample(0, None, None, "a"), Sample(0, None, None, "b")]
     assert best_vs_worst_rows(PROMPTS, close, [0.30, 0.25], min_gap=0.1) == []
     assert pairs_of(best_vs_worst_rows(PROMPTS, close, [0.30, 0.25], min_gap=0.0)) == [("a", "b")]
     with pytest.raises(ValueError):

@@ -119,7 +119,7 @@ def test_loading_for_training_is_float32_even_where_half_precision_is_native(mon
 
 
 def test_non_finite_values_in_fp32_blame_inputs_or_weights_not_the_precision():
-    from dpo_utils.precision import NumericalFailureError, check_finite_logprobs
+    from dpo_utils.numerics import NumericalFailureError, check_finite_logprobs
 
     nan = torch.tensor([0.0, float("nan")])
     with pytest.raises(NumericalFailureError, match="ran in fp32.*weights that are already inf or NaN") as error:

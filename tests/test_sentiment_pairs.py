@@ -8,9 +8,10 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.config import DATA_DIR
 from dpo_utils.data import prepare_preference_data, save_preference_jsonl
-from dpo_utils.evaluation import sample_completions
 from dpo_utils.models import ensure_pad_token, offline_model_dir
-from dpo_utils.sentiment import build_preference_rows, load_prompts, sample_score_and_pair
+from dpo_utils.pairing import build_preference_rows
+from dpo_utils.sampling import sample_completions
+from dpo_utils.sentiment import load_prompts, sample_score_and_pair
 
 
 def length_reward(texts):

@@ -1,0 +1,123 @@
+"""Sampling from a policy: completions at temperature 1, their log-probs, and where they stopped.
+
+Samples come from the model itself (temperature 1, no top-k or top-p truncation), so averages over
+them estimate expectations under the policy, as the KL estimate of :mod:`dpo_utils.evaluation`
+needs. Generation is guarded by :mod:`dpo_utils.numerics`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from transformers import LogitsProcessorList
+
+from dpo_utils.data import collate_sequences, render_prompt
+from dpo_utils.logprobs import completion_logprobs_lean
+from dpo_utils.numerics import FiniteLogitsGuard, check_finite_logprobs, check_not_degenerate
+from dpo_utils.precision import autocast, resolve_mixed_precision
+from dpo_utils.progress import progress_bar
+
+
+class Sample(NamedTuple):
+    """One sampled completion of prompt number ``prompt_index``."""
+
+    prompt_index: int
+    prompt_ids: list[int]  # the rendered prompt's tokens, padding removed
+    completion_ids: list[int]  # up to and including the first EOS, or cut at the token cap
+    text: str  # the completion decoded, special tokens skipped
+
+
+@torch.no_grad()
+def sample_completions(
+    model, tokenizer, prompts, n_samples=1, max_new_tokens=48, seed=0, batch_size=16, mixed_precision=None
+):
+    """Sample ``n_samples`` completions per prompt from ``model`` at temperature 1 (fixed ``seed``).
+
+    Generation runs under ``mixed_precision`` (default: the device's, see
+    :func:`~dpo_utils.precision.default_mixed_precision`) and is guarded: non-finite logits, or
+    half-precision samples that are mostly one repeated token, raise
+    :class:`~dpo_utils.precision.NumericalFailureError`.
+    Returns one :class:`Sample` per completion, prompt by prompt. The caller's tokenizer is left as
+    it was (prompts are padded on the left for this call only).
+    """
+    model.eval()
+    precision = resolve_mixed_precision(mixed_precision, model.device)
+    guard = LogitsProcessorList([FiniteLogitsGuard(precision, model)])
+    jobs = [(i, render_prompt(tokenizer, p)) for i, p in enumerate(prompts) for _ in range(n_samples)]
+    torch.manual_seed(seed)
+    results = []
+    for start in progress_bar(range(0, len(jobs), batch_size), desc="sampling", leave=False):
+        chunk = jobs[start : start + batch_size]
+        texts = [text for _, text in chunk]
+        enc = tokenizer(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
+            return_token_type_ids=False,
+        ).to(model.device)  # token type ids: older transformers' generate refuses them for causal LMs
+        with autocast(model.device, precision):
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                logits_processor=guard,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        for row, (index, _) in enumerate(chunk):
+            prompt_ids = enc["input_ids"][row][enc["attention_mask"][row].bool()].tolist()
+            completion = out[row, enc["input_ids"].shape[1] :].tolist()
+            completion = _cut_after_eos(completion, tokenizer.eos_token_id, tokenizer.pad_token_id)
+            text = tokenizer.decode(completion, skip_special_tokens=True)
+            results.append(Sample(index, prompt_ids, completion, text))
+    check_not_degenerate([sample.completion_ids for sample in results], precision, model)
+    return results
+
+
+def _cut_after_eos(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
+    """Keep tokens up to and including the first EOS; drop trailing padding."""
+    if eos_id in ids:
+        return ids[: ids.index(eos_id) + 1]
+    while ids and ids[-1] == pad_id:
+        ids = ids[:-1]
+    return ids
+
+
+@torch.no_grad()
+def sequence_logprobs_of(model, samples, pad_token_id, batch_size=16, mixed_precision=None) -> torch.Tensor:
+    """Log-probs of sampled completions under ``model`` (samples from :func:`sample_completions`),
+    computed under ``mixed_precision`` (default: the device's); non-finite values raise."""
+    model.eval()
+    device = next(model.parameters()).device
+    precision = resolve_mixed_precision(mixed_precision, device)
+    out = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        batch = collate_sequences([(s.prompt_ids, s.completion_ids) for s in chunk], pad_token_id)
+        with autocast(device, precision):
+            out.append(completion_logprobs_lean(model, *(batch[k].to(device) for k in batch)).float().cpu())
+    logps = torch.cat(out)
+    check_finite_logprobs(logps, precision, "log-probs of sampled completions", model)
+    return logps
+
+
+def lengths_and_caps(samples, eos_token_id: int, max_new_tokens: int) -> tuple[list[int], list[bool]]:
+    """Each sample's completion length in tokens and whether it stopped at the cap (:func:`hit_the_cap`);
+    ``samples`` from :func:`sample_completions`."""
+    completions = [sample.completion_ids for sample in samples]
+    return [len(c) for c in completions], [hit_the_cap(c, eos_token_id, max_new_tokens) for c in completions]
+
+
+def hit_the_cap(completion: list[int], eos_token_id: int, max_new_tokens: int) -> bool:
+    """True when a sampled completion stopped at the token cap rather than at its own EOS."""
+    return len(completion) >= max_new_tokens and eos_token_id not in completion
+
+
+def ended(sample: Sample, eos_token_id: int) -> bool:
+    """True when a sample stopped at end-of-sequence rather than at the token cap."""
+    return bool(sample.completion_ids) and sample.completion_ids[-1] == eos_token_id
