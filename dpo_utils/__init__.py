@@ -10,6 +10,7 @@ One concept per module:
 - ``losses``         the DPO loss family on per-sequence log-probs
 - ``logprobs``       per-sequence log-probs from logits, labels and a completion mask
 - ``models``         load a causal LM + tokenizer, with an offline SmolLM2 fallback
+- ``model_cache``    the offline SmolLM2: the bundled Q4_1 GGUF, dequantised once and cached
 - ``data``           preference data in TRL's format: load, validate, tokenize, collate
 - ``checks``         check preference data before training, and print a short report
 - ``trainer``        a small, readable DPO training loop (and Preferred-FT, its SFT baseline)

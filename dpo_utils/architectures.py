@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from dpo_utils.models import ensure_pad_token, offline_model_dir
+from dpo_utils.model_cache import offline_model_dir
+from dpo_utils.models import ensure_pad_token
 
 CONFIG_DIR = Path(__file__).resolve().parent / "architecture_configs"
 ARCHITECTURES = {

@@ -160,7 +160,7 @@ def test_smollm2_architecture_matches_the_bundled_model():
     import json
 
     from dpo_utils.architectures import architecture_config
-    from dpo_utils.models import offline_model_dir
+    from dpo_utils.model_cache import offline_model_dir
 
     bundled = json.loads((offline_model_dir() / "config.json").read_text())
     ours = architecture_config("smollm2-135m")

@@ -157,7 +157,8 @@ def test_held_out_prompts_never_appear_in_training():
 def test_shipped_pairs_split_for_the_offline_preset():
     from transformers import AutoTokenizer
 
-    from dpo_utils.models import ensure_pad_token, offline_model_dir
+    from dpo_utils.model_cache import offline_model_dir
+    from dpo_utils.models import ensure_pad_token
 
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
     ensure_pad_token(tokenizer)
@@ -196,7 +197,8 @@ def test_reward_model_judge_scores_each_conversation_the_same_alone_or_in_a_padd
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
     from dpo_utils.judging import reward_model_judge
-    from dpo_utils.models import ensure_pad_token, offline_model_dir
+    from dpo_utils.model_cache import offline_model_dir
+    from dpo_utils.models import ensure_pad_token
 
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
     ensure_pad_token(tokenizer)
@@ -266,7 +268,8 @@ def test_our_loss_equals_trls_for_a_lora_policy_far_from_its_reference():
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from dpo_utils.data import prepare_preference_data
-    from dpo_utils.models import ensure_pad_token, offline_model_dir
+    from dpo_utils.model_cache import offline_model_dir
+    from dpo_utils.models import ensure_pad_token
     from dpo_utils.trl_check import trl_dpo_loss
 
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo_utils import models
+from dpo_utils import model_cache
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
 
@@ -22,10 +22,10 @@ def convert_in_a_process(cache, barrier, queue):
     import os
 
     os.environ["DPO_TUTORIAL_CACHE"] = str(cache)
-    models.convert_gguf = slow_fake_conversion
+    model_cache.convert_gguf = slow_fake_conversion
     barrier.wait()  # both processes look for the cache at the same moment
     try:
-        queue.put(("ok", str(models.offline_model_dir())))
+        queue.put(("ok", str(model_cache.offline_model_dir())))
     except Exception as error:  # reported to the test, which fails with it
         queue.put(("error", f"{type(error).__name__}: {error}"))
 
@@ -53,9 +53,9 @@ def test_a_failed_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
         (Path(out) / "model.safetensors").write_bytes(b"\0" * 1000)
         raise KeyboardInterrupt  # the user stopped the kernel mid-conversion
 
-    monkeypatch.setattr(models, "convert_gguf", broken)
+    monkeypatch.setattr(model_cache, "convert_gguf", broken)
     with pytest.raises(KeyboardInterrupt):
-        models.offline_model_dir()
+        model_cache.offline_model_dir()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -63,11 +63,11 @@ def test_a_complete_cache_is_reused_and_named_after_what_made_it(tmp_path, monke
     import transformers
 
     monkeypatch.setenv("DPO_TUTORIAL_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "convert_gguf", slow_fake_conversion)
-    first = models.offline_model_dir()
+    monkeypatch.setattr(model_cache, "convert_gguf", slow_fake_conversion)
+    first = model_cache.offline_model_dir()
     assert transformers.__version__ in first.name and first.stat().st_mode & 0o755 == 0o755
-    monkeypatch.setattr(models, "convert_gguf", lambda gguf, out: pytest.fail("converted twice"))
-    assert models.offline_model_dir() == first
+    monkeypatch.setattr(model_cache, "convert_gguf", lambda gguf, out: pytest.fail("converted twice"))
+    assert model_cache.offline_model_dir() == first
 
 
 def test_publishing_onto_an_existing_folder_keeps_it(tmp_path):
@@ -75,7 +75,7 @@ def test_publishing_onto_an_existing_folder_keeps_it(tmp_path):
     for folder, text in ((target, "first"), (work, "second")):
         folder.mkdir()
         (folder / "config.json").write_text(text)
-    assert models.publish_folder(work, target) is False
+    assert model_cache.publish_folder(work, target) is False
     assert (target / "config.json").read_text() == "first"
 
 
@@ -83,7 +83,7 @@ def test_the_converted_tokenizer_ends_with_im_end_and_adds_no_bos():
     """Before transformers 5.18 the GGUF converter read EOS as <|im_start|> and added a BOS."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(models.offline_model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(model_cache.offline_model_dir())
     assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("<|im_end|>", 2)
     assert tokenizer("Hi there")["input_ids"] == tokenizer("Hi there", add_special_tokens=False)["input_ids"]
 
@@ -98,8 +98,8 @@ def convert_slowly_in_a_process(cache, started):
         started.set()
         time.sleep(600)  # killed long before
 
-    models.convert_gguf = hang
-    models.offline_model_dir()
+    model_cache.convert_gguf = hang
+    model_cache.offline_model_dir()
 
 
 def test_a_killed_conversion_leaves_a_folder_that_a_later_load_removes_once_stale(tmp_path, monkeypatch):
@@ -115,13 +115,13 @@ def test_a_killed_conversion_leaves_a_folder_that_a_later_load_removes_once_stal
     (partial,) = tmp_path.glob(".*.partial-*")
 
     monkeypatch.setenv("DPO_TUTORIAL_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "convert_gguf", slow_fake_conversion)
-    target = models.offline_model_dir()  # its owner is dead, but it changed just now: it could be another host's
+    monkeypatch.setattr(model_cache, "convert_gguf", slow_fake_conversion)
+    target = model_cache.offline_model_dir()  # its owner is dead, but it changed just now: it could be another host's
     assert partial.exists()
     old = time.time() - 3600  # an hour later
     for path in [partial, *partial.iterdir()]:
         os.utime(path, (old, old))
-    assert models.offline_model_dir() == target  # a later load, the model already there
+    assert model_cache.offline_model_dir() == target  # a later load, the model already there
     assert sorted(path.name for path in tmp_path.iterdir()) == [target.name]
 
 
@@ -130,13 +130,13 @@ def test_a_partial_folder_is_kept_while_its_owner_may_be_writing_it(tmp_path):
     import subprocess
     import sys
 
-    host, day = models._host_tag(), 24 * 3600
+    host, day = model_cache._host_tag(), 24 * 3600
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     folders = {  # name: (seconds untouched, removed?)
         f".model.partial-{host}-{os.getpid()}-live": (2 * day, False),  # its owner runs: never removed
         f".model.partial-{host}-{dead.pid}-fresh": (60, False),  # owner gone, but touched a minute ago
-        f".model.partial-{host}-{dead.pid}-stale": (models.PARTIAL_OWNER_GONE_SECONDS + 60, True),
+        f".model.partial-{host}-{dead.pid}-stale": (model_cache.PARTIAL_OWNER_GONE_SECONDS + 60, True),
         f".model.partial-otherhost-{dead.pid}-recent": (day - 60, False),  # another host's: its pid cannot be checked
         f".model.partial-otherhost-{dead.pid}-abandoned": (day + 60, True),
         ".model.partial-k2j4x9": (day + 60, True),  # named by an older version, without owner
@@ -148,7 +148,7 @@ def test_a_partial_folder_is_kept_while_its_owner_may_be_writing_it(tmp_path):
         (tmp_path / name / "config.json").write_text("{}")
         for path in (tmp_path / name, tmp_path / name / "config.json"):
             os.utime(path, (now - untouched, now - untouched))
-    removed = models.remove_stale_partials(tmp_path, now)
+    removed = model_cache.remove_stale_partials(tmp_path, now)
     assert sorted(path.name for path in removed) == sorted(name for name, (_, gone) in folders.items() if gone)
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         name for name, (_, gone) in folders.items() if not gone

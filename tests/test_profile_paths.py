@@ -19,7 +19,8 @@ from dpo_utils.config import DATA_DIR
 from dpo_utils.data import prepare_preference_data
 from dpo_utils.evaluation import evaluate_policy, heldout_preference_metrics
 from dpo_utils.iterative import run_rounds
-from dpo_utils.models import ensure_pad_token, offline_model_dir, pick_device_and_dtype
+from dpo_utils.model_cache import offline_model_dir
+from dpo_utils.models import ensure_pad_token, pick_device_and_dtype
 from dpo_utils.precision import GPU_PROFILE_VARIABLE
 from dpo_utils.sampling import sample_completions
 from dpo_utils.trainer import DPOConfig, DPOTrainer, reference_logprobs

@@ -10,7 +10,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from dpo_utils.config import DATA_DIR
 from dpo_utils.data import PromptBoundaryWarning, prepare_preference_data
 from dpo_utils.losses import preference_loss
-from dpo_utils.models import ensure_pad_token, offline_model_dir
+from dpo_utils.model_cache import offline_model_dir
+from dpo_utils.models import ensure_pad_token
 from dpo_utils.trainer import batch_logprobs
 from dpo_utils.trl_check import trl_dpo_loss, trl_tokenized_pairs
 
