@@ -92,7 +92,8 @@ def batch_lengths(kind, n_pairs, prompt_tokens, completion_tokens, sigma=0.6, se
         draw = lambda mean: min(max(round(rng.lognormvariate(math.log(mean) - sigma**2 / 2, sigma)), 4), 6 * mean)
         return [(draw(prompt_tokens), draw(completion_tokens), draw(completion_tokens)) for _ in range(n_pairs)]
     if kind == "shipped":
-        from dpo_utils.data import load_preference_rows, prepare_preference_data
+        from dpo_utils.data import prepare_preference_data
+        from dpo_utils.preference_rows import load_preference_rows
 
         rows, _ = load_preference_rows(REPO / "data" / "sentiment_pairs.jsonl")
         pairs, _ = prepare_preference_data(rows, tokenizer, max_prompt_length=10_000, max_completion_length=10_000)

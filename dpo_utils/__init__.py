@@ -11,7 +11,8 @@ One concept per module:
 - ``logprobs``       per-sequence log-probs from logits, labels and a completion mask
 - ``models``         load a causal LM + tokenizer, with an offline SmolLM2 fallback
 - ``model_cache``    the offline SmolLM2: the bundled Q4_1 GGUF, dequantised once and cached
-- ``data``           preference data in TRL's format: load, validate, tokenize, collate
+- ``preference_rows`` preference rows in TRL's format: read from a file or a list, every field checked
+- ``data``           preference data for training: tokenized as TRL does, collated into batches
 - ``checks``         check preference data before training, and print a short report
 - ``trainer``        a small, readable DPO training loop (and Preferred-FT, its SFT baseline)
 - ``precision``      mixed precision: fp32 master weights, half-precision compute, fp16 loss scaling

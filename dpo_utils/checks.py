@@ -36,17 +36,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from dpo_utils.data import (
-    IdenticalPairError,
-    PreferenceDataError,
     PromptBoundaryWarning,
     check_lengths,
     completion_texts,
     control_token_fields,
+    render_prompt,
+    tokenize_row,
+)
+from dpo_utils.preference_rows import (
+    IdenticalPairError,
+    PreferenceDataError,
     is_path,
     no_rows_reason,
     read_preference_rows,
-    render_prompt,
-    tokenize_row,
     validate_row,
 )
 
@@ -54,7 +56,7 @@ from dpo_utils.data import (
 @dataclass
 class Finding:
     """One problem: which check found it, how bad it is, and the rows concerned (a JSONL file's
-    1-based line numbers, or a list's indices, as in :func:`dpo_utils.data.read_preference_rows`)."""
+    1-based line numbers, or a list's indices, as in :func:`dpo_utils.preference_rows.read_preference_rows`)."""
 
     check: str
     severity: str  # "error" or "warning"

@@ -8,7 +8,8 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from dpo_utils.data import PreferenceDataError, load_preference_rows, tokenize_row, validate_row
+from dpo_utils.data import tokenize_row
+from dpo_utils.preference_rows import PreferenceDataError, load_preference_rows, validate_row
 
 
 def extract_prompt(row: dict) -> dict:

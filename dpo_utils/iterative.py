@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dpo_utils.data import prepare_preference_data, save_preference_jsonl
+from dpo_utils.data import prepare_preference_data
 from dpo_utils.pairing import best_vs_worst_rows
+from dpo_utils.preference_rows import save_preference_jsonl
 from dpo_utils.sampling import sample_completions
 from dpo_utils.trainer import DPOTrainer, load_state, reference_logprobs
 
