@@ -20,7 +20,7 @@ _notebook_runs = {}  # notebook path -> ExitStack holding its temporary runs fol
 def pytest_runtest_setup(item):
     """Before a notebook's kernel starts (nbval starts it when the first cell is set up)."""
     if item.path.suffix == ".ipynb" and item.path not in _notebook_runs:
-        from dpo_utils.notebooks import temporary_runs_dir
+        from dpo_utils.tools.notebooks import temporary_runs_dir
 
         stack = ExitStack()
         stack.enter_context(temporary_runs_dir(item.path.stem))

@@ -37,8 +37,6 @@ One concept per module:
 - ``architectures``  public model architectures, random-initialised, for benchmarks without downloads
 - ``plotting``       the few plots every notebook draws
 - ``progress``       progress bars that stay readable in stored notebook outputs
-- ``notebooks``      ``dpo-run-notebook``: re-execute notebooks and store their outputs
-- ``colab``          the repository URL, kept in one place, and the Colab set-up cell that uses it
 """
 
 __version__ = "0.1.0"

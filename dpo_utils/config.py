@@ -22,7 +22,7 @@ RUNS_VARIABLE = "DPO_TUTORIAL_RUNS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"  # small data sets shipped with the repository
 # Checkpoints and outputs of notebook runs (git-ignored). DPO_TUTORIAL_RUNS moves them: the test
-# suite and reduced dpo-run-notebook runs give each notebook a temporary folder (dpo_utils.notebooks).
+# suite and reduced dpo-run-notebook runs give each notebook a temporary folder (dpo_utils.tools.notebooks).
 RUNS_DIR = Path(os.environ.get(RUNS_VARIABLE) or REPO_ROOT / "runs")
 SIZES = ("full", "reduced")
 

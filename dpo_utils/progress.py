@@ -5,7 +5,7 @@ nbclient, as ``dpo-run-notebook`` and CI do) tqdm prints a text bar, and every r
 one more chunk of stored output: hundreds per training run. Text bars here refresh at most
 every ``TEXT_REFRESH_SECONDS`` (a terminal still redraws in place), so a stored run keeps a few
 lines and its final state; ``dpo-run-notebook`` then stores each bar as its final line
-(:func:`dpo_utils.notebooks.render_streams`).
+(:func:`dpo_utils.tools.notebooks.render_streams`).
 """
 
 from __future__ import annotations

@@ -1,18 +1,20 @@
-"""The repository URL lives in dpo_utils.colab.REPO_URL; every notebook must agree with it."""
+"""The repository URL lives in dpo_utils.tools.colab.REPO_URL; every notebook must agree with it."""
 
 import json
 import shutil
 
 import pytest
 
-from dpo_utils.colab import NOTEBOOKS_DIR, REPO_URL, github_slug, notebook_urls, set_repo_url
+from dpo_utils.tools.colab import NOTEBOOKS_DIR, REPO_URL, github_slug, notebook_urls, set_repo_url
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS_DIR.glob("*.ipynb")), ids=lambda p: p.name)
 def test_every_notebook_names_the_one_repository_url(path):
     urls = notebook_urls(path)
-    assert urls["setup"] == {github_slug(REPO_URL)}, "set-up cell: REPO_URL differs from dpo_utils.colab.REPO_URL"
-    assert urls["badge"] == {github_slug(REPO_URL)}, "Open-in-Colab badge differs from dpo_utils.colab.REPO_URL"
+    assert urls["setup"] == {github_slug(REPO_URL)}, (
+        "set-up cell: REPO_URL differs from tools.colab.REPO_URL"
+    )
+    assert urls["badge"] == {github_slug(REPO_URL)}, "Open-in-Colab badge differs from dpo_utils.tools.colab.REPO_URL"
 
 
 def test_set_repo_url_rewrites_badges_and_setup_cells(tmp_path):

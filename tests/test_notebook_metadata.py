@@ -5,7 +5,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dpo_utils import notebooks
+from dpo_utils.tools import notebooks
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 

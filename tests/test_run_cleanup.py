@@ -6,8 +6,8 @@ import sys
 
 import nbformat
 
-from dpo_utils import notebooks
 from dpo_utils.config import REPO_ROOT, RUNS_VARIABLE
+from dpo_utils.tools import notebooks
 
 WRITE_A_RUN = """
 from dpo_utils.config import RUNS_DIR

@@ -6,8 +6,8 @@ import nbformat
 import pytest
 from tqdm import tqdm
 
-from dpo_utils import notebooks
-from dpo_utils.notebooks import CURSOR_UP
+from dpo_utils.tools import notebooks
+from dpo_utils.tools.notebooks import CURSOR_UP
 
 
 def tiny_notebook(path):

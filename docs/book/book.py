@@ -39,7 +39,7 @@ REPO_LINK = re.compile(r"(\]\(|href=\")\.\./([^)\"\s#]+)")
 
 def repo_url() -> str:
     sys.path.insert(0, str(REPO))
-    from dpo_utils.colab import REPO_URL
+    from dpo_utils.tools.colab import REPO_URL
 
     return REPO_URL
 

@@ -1,7 +1,7 @@
 """Re-run notebooks at full size and store their outputs in place.
 
     dpo-run-notebook notebooks/01_mse_toy_gradient_descent.ipynb
-    python -m dpo_utils.notebooks notebooks/*.ipynb --size full
+    python -m dpo_utils.tools.notebooks notebooks/*.ipynb --size full
     dpo-run-notebook notebooks/07_dpo_smollm2_cpu.ipynb --size reduced   # -> runs/reduced-notebooks/
 
 Committed notebooks carry the outputs of a full-size run (README's rule); this is the

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR)
     args = parser.parse_args(argv)
     changed = set_repo_url(args.url, args.notebooks)
-    print(f"{len(changed)} notebooks now point at {args.url}; also change REPO_URL in dpo_utils/colab.py")
+    print(f"{len(changed)} notebooks now point at {args.url}; also change REPO_URL in dpo_utils/tools/colab.py")
 
 
 if __name__ == "__main__":
