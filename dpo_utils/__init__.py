@@ -15,6 +15,7 @@ One concept per module:
 - ``data``           preference data for training: tokenized as TRL does, collated into batches
 - ``checks``         check preference data before training, and print a short report
 - ``trainer``        a small, readable DPO training loop (and Preferred-FT, its SFT baseline)
+- ``checkpoints``    checkpoints of a run: atomic writes, fingerprints, resume and load only the run's own
 - ``precision``      mixed precision: fp32 master weights, half-precision compute, fp16 loss scaling
 - ``numerics``       non-finite logits or log-probs and degenerate samples: a clear error with advice
 - ``memory``         how much accelerator memory one DPO step needs, checked against measured peaks

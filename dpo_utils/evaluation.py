@@ -179,13 +179,12 @@ def logratios_during_training(trainer, pair_indices, at_steps, batch_size: int =
     ``pair_indices``.
 
     The trainer's own metrics describe a different batch at every step; these rows follow one
-    fixed set of pairs, so a rise or a fall is the policy's, not the batch's. Training stops at
-    ``max(at_steps)`` and is the same run ``trainer.train()`` would make (nothing is saved);
+    fixed set of pairs, so a rise or a fall is the policy's, not the batch's. Training is
+    ``trainer.train(until=step)`` for each step in turn: the same run ``trainer.train()`` makes,
+    checkpointed at each measured step when the trainer has an ``output_dir``;
     ``trainer.history`` holds the per-step metrics as usual. Returns one row per measured step,
     ``{"step", "chosen", "rejected"}``, the last two with one log-ratio per pair.
     """
-    from dpo_utils.progress import progress_bar
-
     steps = sorted(set(at_steps))
     if not steps or steps[0] < trainer.step:
         raise ValueError(
@@ -201,14 +200,10 @@ def logratios_during_training(trainer, pair_indices, at_steps, batch_size: int =
         mixed_precision=trainer.mixed_precision,
     )  # as the trainer computed the reference's
     rows = []
-    bar = progress_bar(total=steps[-1], initial=trainer.step, desc=f"{cfg.objective} training (measured)")
     for target in steps:
-        while trainer.step < target:
-            trainer.train_step()
-            bar.update(1)
+        trainer.train(until=target)
         ratios = pair_logratios(trainer.model, fixed, reference, trainer.pad_id, batch_size, **options)
         rows.append({"step": trainer.step, "chosen": ratios[:, 0], "rejected": ratios[:, 1]})
-    bar.close()
     return rows
 
 

@@ -11,15 +11,14 @@ import json
 
 import matplotlib.pyplot as plt
 
-from dpo_utils.progress import progress_bar
-
 
 def trace_training(trainer, at_steps, evaluate) -> dict[int, dict]:
     """Train ``trainer`` to ``max(at_steps)``; ``evaluate(policy)`` at each step of ``at_steps``.
 
-    With an output folder the trainer checkpoints at every traced step and each evaluation is
-    written to ``trace.json`` beside it, so a re-run resumes from the last checkpoint (refused
-    when it belongs to another run) and re-uses the evaluations it has. Returns ``{step: result}``.
+    Training is :meth:`~dpo_utils.trainer.DPOTrainer.train` up to each traced step in turn. With an
+    output folder the trainer checkpoints at every traced step and each evaluation is written to
+    ``trace.json`` beside it, so a re-run resumes from the last checkpoint (refused when it belongs
+    to another run) and re-uses the evaluations it has. Returns ``{step: result}``.
     """
     folder = trainer.output_dir
     cache_file = folder / "trace.json" if folder else None
@@ -28,21 +27,12 @@ def trace_training(trainer, at_steps, evaluate) -> dict[int, dict]:
         if cache_file and cache_file.exists()
         else {}
     )
-    if folder and (folder / "checkpoint" / "state.pt").exists():
-        trainer.load_checkpoint()
-    bar = progress_bar(total=max(at_steps), initial=trainer.step, desc=f"{trainer.config.objective} training")
     for step in sorted(at_steps):
-        while trainer.step < step:
-            row = trainer.train_step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+        trainer.train(until=step)  # resumes from the checkpoint, and checkpoints the state at `step`
         if step not in traced:
-            if folder:
-                trainer.save_checkpoint()
             traced[step] = evaluate(trainer.model.eval())
             if cache_file:
                 cache_file.write_text(json.dumps(traced))
-    bar.close()
     return {step: traced[step] for step in sorted(at_steps)}
 
 

@@ -8,7 +8,8 @@ its log-probs are computed from ``reference``, never from the policy a round sta
 
 Every round lives in ``output_dir/round_<r>/``: its pairs (``pairs.jsonl``), the trainer's
 checkpoint, and ``round.json`` once the round is done, so an interrupted loop resumes where it
-stopped: finished rounds are loaded, an unfinished one resumes from its last checkpoint.
+stopped: finished rounds are loaded (fingerprint-checked: the round's settings, pairs and starting
+weights), an unfinished one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dpo_utils.checkpoints import load_finished_run, state_path
 from dpo_utils.data import prepare_preference_data
 from dpo_utils.pairing import best_vs_worst_rows
 from dpo_utils.preference_rows import save_preference_jsonl
 from dpo_utils.sampling import sample_completions
-from dpo_utils.trainer import DPOTrainer, load_state, reference_logprobs
+from dpo_utils.trainer import DPOTrainer, reference_logprobs
 
 
 def on_policy_rows(
@@ -68,16 +70,15 @@ def run_rounds(
     output_dir, summaries = Path(output_dir), []
     for index, config in enumerate(configs):
         folder = output_dir / f"round_{index}"
-        if (folder / "round.json").exists():  # finished earlier: take its weights and summary
-            state = load_state(folder / "checkpoint" / "state.pt")  # tensors and plain values only: nothing runs
-            policy.load_state_dict(state["model"])
-            summaries.append(json.loads((folder / "round.json").read_text()))
-            continue
         if not (folder / "pairs.jsonl").exists():  # an interrupted round keeps the pairs it had
             save_preference_jsonl(first_rows if index == 0 else make_rows(policy, index), folder / "pairs.jsonl")
         pairs, _ = prepare_preference_data(folder / "pairs.jsonl", tokenizer, max_prompt_length, max_completion_length)
+        if (folder / "round.json").exists():  # finished earlier: its weights, checked to be this round's
+            load_finished_run(policy, pairs, config, folder)
+            summaries.append(json.loads((folder / "round.json").read_text()))
+            continue
         reference_logps = None  # a resumed round reads them from its checkpoint
-        if not (folder / "checkpoint" / "state.pt").exists():
+        if not state_path(folder).exists():
             reference_logps = first_reference_logps if index == 0 else None
             if reference_logps is None:
                 reference_logps = reference_logprobs(reference, pairs, tokenizer.pad_token_id, config)

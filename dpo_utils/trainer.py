@@ -27,22 +27,29 @@ gradients; settings and inputs that cannot train are refused when the config and
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import json
 import math
 import numbers
-import pickle
 import random
-import re
-import shutil
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 
+from dpo_utils.checkpoints import (
+    CHECKPOINT_DIR,
+    FINAL_DIR,
+    MODEL_FINGERPRINT_VERSION,
+    StaleCheckpointError,
+    check_run,
+    load_state,
+    model_fingerprint,
+    repair_folder,
+    run_fingerprint,
+    save_final,
+    state_path,
+    write_state,
+)
 from dpo_utils.data import TokenizedPair, collate_pairs, collate_shared_prompt
 from dpo_utils.logprobs import (
     PackedBatch,
@@ -191,27 +198,11 @@ def _check_setting_types(config: DPOConfig) -> None:
             raise TypeError(f"{item.name}={value!r} must be {expected}, not {type(value).__name__}")
 
 
-# Settings that do not change what a step computes: a run may be resumed with other values.
-RESUMABLE_CHANGES = ("max_steps", "save_every", "save_final_model")
 NON_FINITE_KEY = "_non_finite"  # per-micro-batch flag gathered with the metrics, not logged
 
 
 class NonFiniteTrainingError(RuntimeError):
     """Too many optimizer steps in a row had inf or NaN gradients."""
-
-
-class StaleCheckpointError(RuntimeError):
-    """``output_dir`` holds the checkpoint of a run with other settings, other data or another starting model."""
-
-
-class UnsafeCheckpointError(StaleCheckpointError):
-    """A ``state.pt`` holds more than tensors and plain Python values: only a pickle could restore it, and a
-    pickle can run code, so it is refused unread (nothing in it runs)."""
-
-
-class CheckpointSaveError(RuntimeError):
-    """A checkpoint or the final model could not be written (a full disk, most often); what was there before
-    is left as it was."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -401,60 +392,6 @@ def batch_indices(step: int, n_pairs: int, batch_size: int, seed: int) -> list[i
     random.Random(seed * 100_003 + epoch).shuffle(order)
     start = position * batch_size
     return [order[(start + k) % n_pairs] for k in range(batch_size)]
-
-
-# Config entries that say how a model was saved or is called, not what it computes.
-UNFINGERPRINTED_CONFIG = (
-    "_name_or_path",
-    "_commit_hash",
-    "transformers_version",
-    "architectures",
-    "dtype",
-    "torch_dtype",
-    "use_cache",
-    "output_attentions",
-    "output_hidden_states",
-    "return_dict",
-)
-
-
-MODEL_FINGERPRINT_VERSION = 2  # 2: every byte of every weight (1 sampled 64 elements per tensor)
-
-
-def model_fingerprint(model) -> str:
-    """A hash of a model's starting point: its config, every parameter's name, shape, dtype and
-    ``requires_grad``, and every byte of every parameter (in the order of their names).
-
-    A model differing in a single element is told apart. The cost grows with the weights: about 0.45 s
-    (0.42-0.54 s measured) for SmolLM2-135M (540 MB in fp32) on a 2-core CPU, SHA-256 at about
-    1.2 GB/s, paid once per :class:`DPOTrainer`; a GPU model is copied to the CPU one tensor at a time.
-    """
-    digest = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if hasattr(config, "to_dict"):
-        settings = {k: v for k, v in config.to_dict().items() if k not in UNFINGERPRINTED_CONFIG}
-        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    with torch.no_grad():
-        for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
-            digest.update(f"{name} {tuple(param.shape)} {param.dtype} {param.requires_grad}\n".encode())
-            digest.update(_tensor_bytes(param))
-    return digest.hexdigest()[:16]
-
-
-def _tensor_bytes(tensor: torch.Tensor):
-    """The raw bytes of ``tensor``'s elements, in order, as a NumPy array (any dtype, bf16 too)."""
-    return tensor.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy()
-
-
-def run_fingerprint(config: DPOConfig, pairs: list[TokenizedPair], model_digest: str = "") -> str:
-    """A hash of everything that decides a run's trajectory: the settings (but those in
-    ``RESUMABLE_CHANGES``), the token ids of every pair, in order, and the starting model
-    (``model_digest``, from :func:`model_fingerprint`)."""
-    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + model_digest.encode())
-    for pair in pairs:
-        digest.update(json.dumps([pair.prompt_ids, pair.chosen_ids, pair.rejected_ids]).encode())
-    return digest.hexdigest()[:16]
 
 
 def _check_trainable_dtypes(model, after_init: bool = False) -> None:
@@ -719,7 +656,8 @@ class DPOTrainer:
         """Checkpoint the weights unless an applied step made them non-finite; say which it was."""
         broken = self._non_finite_weights()
         if broken:
-            kept = f"; {self.output_dir / 'checkpoint'} keeps step {self.saved_step}" if self.saved_step else ""
+            folder = self.output_dir / CHECKPOINT_DIR if self.output_dir else None
+            kept = f"; {folder} keeps step {self.saved_step}" if self.saved_step else ""
             return (
                 f" The weights are no longer finite ({broken[0]}, {len(broken)} tensors in all): an applied step "
                 f"broke them, so no checkpoint was written{kept}."
@@ -727,10 +665,15 @@ class DPOTrainer:
         if not self.output_dir:
             return ""
         self.save_checkpoint()  # a skipped step changes no weight
-        return f" {self.output_dir / 'checkpoint'} holds the weights from before these skipped steps."
+        return f" {self.output_dir / CHECKPOINT_DIR} holds the weights from before these skipped steps."
 
-    def train(self, resume: bool = True) -> list[dict]:
-        """Run until ``max_steps``, resuming from ``output_dir/checkpoint`` when it is this run's.
+    def train(self, resume: bool = True, until: int | None = None) -> list[dict]:
+        """Train up to step ``until`` (default ``max_steps``) and return the history; with ``output_dir``, the
+        state at ``until`` is checkpointed, and at ``max_steps`` the final model is saved too.
+
+        A new trainer resumes from ``output_dir/checkpoint`` when it is this run's (and refuses another
+        run's); a trainer called again continues where it stopped, so ``train(until=10)`` then
+        ``train(until=20)`` is the run ``train(until=20)`` makes. A finished run is loaded, not trained again.
 
         Ctrl-C (``KeyboardInterrupt``) prints "stopped at step N; run again to resume from the checkpoint of
         step M" and raises :class:`TrainingInterrupted`, a ``KeyboardInterrupt`` with that message: a script
@@ -738,14 +681,15 @@ class DPOTrainer:
         ``train()`` again (on this trainer, or on a new one from the same starting model) resumes from the
         checkpoint.
         """
+        until = self.config.max_steps if until is None else until
+        if not 0 <= until <= self.config.max_steps:
+            raise ValueError(f"until={until} must be a step from 0 to max_steps={self.config.max_steps}")
         try:
-            if resume and self.output_dir and (self.output_dir / "checkpoint" / "state.pt").exists():
-                self.load_checkpoint()
-            self._run_steps()
+            if resume and self.output_dir and self.step != self.saved_step and state_path(self.output_dir).exists():
+                self.load_checkpoint()  # a new trainer, or one stopped between checkpoints
+            trained = self._run_steps(until)
             if self.output_dir:
-                self.save_checkpoint(keep_optimizer=False)  # finished: Adam's moments (2x the weights) are not needed
-                if self.config.save_final_model and self.accelerator.is_main_process:
-                    self._save_final()
+                self._save_at(until, trained)
         except KeyboardInterrupt:
             self.optimizer.zero_grad(set_to_none=True)  # a half-accumulated step must not leak into the next one
             message = self._interrupt_message()
@@ -755,16 +699,34 @@ class DPOTrainer:
         self.accelerator.wait_for_everyone()  # every process returns once the main one has written
         return self.history
 
-    def _run_steps(self) -> None:
-        """The training steps from ``self.step`` to ``max_steps``, with a progress bar and periodic checkpoints."""
+    def _save_at(self, until: int, trained: bool) -> None:
+        """Checkpoint the state at ``until`` (a finished run without Adam's moments, 2x the weights) and, at the
+        end, write ``final/``; a run loaded as it was writes nothing again (but a ``final/`` it lacks)."""
+        finished = until == self.config.max_steps
+        if trained or self.saved_step != self.step:
+            self.save_checkpoint(keep_optimizer=not finished)
+        final_missing = not (self.output_dir / FINAL_DIR).exists()
+        if (
+            finished
+            and self.config.save_final_model
+            and self.accelerator.is_main_process
+            and (trained or final_missing)
+        ):
+            save_final(self.model, self.tokenizer, self.output_dir, self.step)
+
+    def _run_steps(self, until: int) -> bool:
+        """The training steps from ``self.step`` to ``until``, with a progress bar and periodic checkpoints;
+        whether any step ran."""
         self.ensure_reference_logps()  # its own bar, before the training bar
+        if self.step >= until:
+            return False
         bar = progress_bar(
-            total=self.config.max_steps,
+            total=until,
             initial=self.step,
             desc=f"{self.config.objective} training",
             disable=not self.accelerator.is_main_process,
         )
-        while self.step < self.config.max_steps:
+        while self.step < until:
             row = self.train_step()
             bar.update(1)
             bar.set_postfix(
@@ -773,81 +735,38 @@ class DPOTrainer:
                 refresh=False,
             )
             if self.output_dir and self.config.save_every and self.step % self.config.save_every == 0:
-                if not self._non_finite_weights():  # broken weights never replace a good checkpoint
-                    self.save_checkpoint()
+                self.save_checkpoint()
         bar.close()
+        return True
 
     def _interrupt_message(self) -> str:
         """What a Ctrl-C leaves: the step reached, and where a new ``train()`` starts from."""
         stopped = f"stopped at step {self.step} of {self.config.max_steps}"
-        folder = self.output_dir / "checkpoint" if self.output_dir else None
+        folder = self.output_dir / CHECKPOINT_DIR if self.output_dir else None
         if folder is None:
             return f"{stopped}; no output_dir, so no checkpoint was written and a new run starts over"
         if self.saved_step is None:
             return f"{stopped}; no checkpoint was written yet to {folder}, so a new run starts over"
         return f"{stopped}; run again to resume from the checkpoint of step {self.saved_step} in {folder}"
 
-    def _save_final(self) -> None:
-        """``save_pretrained`` into ``output_dir/final.tmp``, then renamed to ``final``: ``final/`` is always
-        complete (an older one is replaced only once the new one is written)."""
-        final = self.output_dir / "final"
-        tmp, old = final.with_name("final.tmp"), final.with_name("final.old")
-        for leftover in (tmp, old):  # from a run killed mid-save
-            shutil.rmtree(leftover, ignore_errors=True)
-        try:
-            self.model.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
-        except BaseException as error:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not isinstance(error, (OSError, RuntimeError, SafetensorError)):
-                raise
-            raise self._final_save_error(error, final) from error
-        if final.exists():
-            final.replace(old)
-        tmp.replace(final)
-        shutil.rmtree(old, ignore_errors=True)
-
-    def _final_save_error(self, error: BaseException, final: Path) -> CheckpointSaveError:
-        full = _is_disk_full(error, final.parent)
-        problem = "no space left on the device" if full else f"{type(error).__name__}: {error}"
-        previous = "the previous final model there is as it was" if final.exists() else "no final/ was written"
-        return CheckpointSaveError(
-            f"{problem} while saving the final model to {final}; the partial folder was removed and {previous}. "
-            f"The checkpoint {self.output_dir / 'checkpoint'} (step {self.step}) is intact: "
-            f"{'free some space and ' if full else ''}run again to resume from it, which only writes {final}."
-        )
-
-    def save_checkpoint(self, keep_optimizer: bool = True) -> None:
-        """Write everything needed to resume, atomically (a crash mid-save keeps the old one).
+    def save_checkpoint(self, keep_optimizer: bool = True) -> bool:
+        """Write everything needed to resume into ``output_dir/checkpoint``, atomically (a crash or a full
+        disk mid-save keeps the old one: :func:`~dpo_utils.checkpoints.write_state`). Weights that are no
+        longer finite are never written: the method returns ``False`` and the old checkpoint stays.
 
         The state holds tensors and plain Python values only (numbers, strings, lists, dicts), so that
         :meth:`load_checkpoint` reads it with ``torch.load(weights_only=True)``. A finished run drops the
         optimizer state; extending it later (a larger ``max_steps``) restarts AdamW's moment estimates from zero.
         """
+        if self._non_finite_weights():  # broken weights never replace a good checkpoint
+            return False
         self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            self.saved_step = self.step
-            return
-        folder = self.output_dir / "checkpoint"
-        folder.mkdir(parents=True, exist_ok=True)
-        state = self._checkpoint_state(keep_optimizer)
-        written = [
-            (folder / "state.pt.tmp", folder / "state.pt"),
-            (folder / "history.json.tmp", folder / "history.json"),
-        ]
-        try:
-            torch.save(state, written[0][0])
-            written[1][0].write_text(json.dumps(self.history))
-        except BaseException as error:  # a full disk, or Ctrl-C: no partial file is left
-            for tmp, _ in written:
-                tmp.unlink(missing_ok=True)
-            if not isinstance(error, (OSError, RuntimeError)):
-                raise
-            raise self._checkpoint_save_error(error, folder, state) from error
-        # state first: a crash between the two leaves an older history.json, which load_checkpoint rewrites
-        written[0][0].replace(written[0][1])
-        self.saved_step = self.step
-        written[1][0].replace(written[1][1])
+        mark_saved = lambda: setattr(self, "saved_step", self.step)
+        if self.accelerator.is_main_process:
+            state = self._checkpoint_state(keep_optimizer)
+            write_state(self.output_dir / CHECKPOINT_DIR, state, self.history, on_state_written=mark_saved)
+        mark_saved()
+        return True
 
     def _checkpoint_state(self, keep_optimizer: bool) -> dict:
         return {
@@ -865,35 +784,18 @@ class DPOTrainer:
             "model_fingerprint_version": MODEL_FINGERPRINT_VERSION,
         }
 
-    def _checkpoint_save_error(self, error: BaseException, folder: Path, state: dict) -> CheckpointSaveError:
-        previous = (
-            f"the previous checkpoint {folder / 'state.pt'} is intact"
-            if (folder / "state.pt").exists()
-            else "there was no previous checkpoint"
-        )
-        full = _is_disk_full(error, folder)
-        problem = "no space left on the device" if full else f"{type(error).__name__}: {error}"
-        advice = f" Free about {_state_gib(state):.2f} GiB (the checkpoint's size) and resume." if full else ""
-        return CheckpointSaveError(
-            f"{problem} while saving the checkpoint of step {self.step} to {folder}; the partial "
-            f"file was removed and {previous}.{advice}"
-        )
-
     def load_checkpoint(self) -> None:
-        """Resume from ``output_dir/checkpoint``, after checking that it is a checkpoint of this run.
+        """Resume from ``output_dir/checkpoint``, after checking that it is a checkpoint of this run
+        (:func:`~dpo_utils.checkpoints.check_run`).
 
-        Only tensors and plain values are unpickled (:func:`load_state`). ``state.pt`` holds the history
-        too: a ``history.json`` left behind by a save interrupted between its two renames is rewritten
-        from it, and stray ``.tmp`` files are removed.
+        Only tensors and plain values are unpickled (:func:`~dpo_utils.checkpoints.load_state`). ``state.pt``
+        holds the history too: a ``history.json`` left behind by a save interrupted between its two renames is
+        rewritten from it, and stray ``.tmp`` files are removed.
         """
-        path = self.output_dir / "checkpoint" / "state.pt"
+        path = state_path(self.output_dir)
         # accelerate's CPU device under torchrun is "cpu:0", which torch.load cannot restore to
         state = load_state(path, "cpu" if self.device.type == "cpu" else self.device)
-        if state.get("fingerprint") != run_fingerprint(self.config, self.pairs, self.model_digest):
-            raise StaleCheckpointError(
-                f"{path} belongs to {self._stale_reason(state)}. Resuming it would train the wrong thing. Start "
-                f"fresh with trainer.train(resume=False), another output_dir, or delete {path.parent}."
-            )
+        check_run(state, path, self.config, self.pairs, self.model_digest)
         self.model.load_state_dict(state["model"])
         if state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -905,18 +807,8 @@ class DPOTrainer:
         self.reference_logps = self._reference_from_checkpoint(state["reference_logps"], path)
         self.skipped_steps, self.saved_step = state["skipped_steps"], state["step"]
         if self.accelerator.is_main_process:
-            _repair_checkpoint_folder(path.parent, self.history)
+            repair_folder(path.parent, self.history)
             print(f"resumed from {path.parent} at step {self.step}")
-
-    def _stale_reason(self, state: dict) -> str:
-        """Whose checkpoint ``state`` is, when it is not this run's."""
-        if state.get("model_fingerprint") is None:
-            return "an earlier version of this trainer, which did not record the starting model"
-        if state.get("model_fingerprint_version") != MODEL_FINGERPRINT_VERSION:
-            return "an earlier version of this trainer, which fingerprinted only a sample of the starting weights"
-        if state["model_fingerprint"] != self.model_digest:
-            return "a run from another starting model (other weights or another model config)"
-        return f"a run with other settings or other data (its config: {_config_diff(state['config'], self.config)})"
 
     def _reference_from_checkpoint(self, saved, path: Path):
         if saved is None:
@@ -930,80 +822,3 @@ class DPOTrainer:
             return self._checked_reference(ReferenceLogprobs(**saved))
         except ValueError as error:
             raise StaleCheckpointError(f"{path}: {error}") from None
-
-
-def load_state(path: Path, map_location=None) -> dict:
-    """The state a :class:`DPOTrainer` checkpoint holds, unpickling only tensors and plain Python values
-    (``torch.load(weights_only=True)``): a planted ``state.pt`` cannot run code, it is refused unread."""
-    try:
-        state = torch.load(path, weights_only=True, map_location=map_location)
-    except pickle.UnpicklingError as error:
-        refused = re.search(r"GLOBAL (\S+)", str(error))  # the callable the pickle would have called
-        raise UnsafeCheckpointError(
-            f"{path} is not a checkpoint this trainer can load safely: it holds objects other than tensors and "
-            f"plain values ({refused.group(1) if refused else 'refused by weights_only=True'}), which only a "
-            f"pickle could restore, and a pickle can run code. Nothing in it was run. Delete {path.parent}, or "
-            "use another output_dir."
-        ) from None
-    if not isinstance(state, dict) or "fingerprint" not in state:
-        raise StaleCheckpointError(
-            f"{path} is not a DPOTrainer checkpoint (no fingerprint). Delete {path.parent}, or use another output_dir."
-        )
-    return state
-
-
-def _repair_checkpoint_folder(folder: Path, history: list[dict]) -> None:
-    """Make ``history.json`` match ``state.pt``'s history; remove stray ``.tmp`` files (of an interrupted save)."""
-    for tmp in folder.glob("*.tmp"):
-        tmp.unlink(missing_ok=True)
-    text = json.dumps(history)
-    path = folder / "history.json"
-    if not path.exists() or path.read_text() != text:
-        path.with_name("history.json.tmp").write_text(text)
-        path.with_name("history.json.tmp").replace(path)
-
-
-def _is_disk_full(error: BaseException, folder: Path) -> bool:
-    """Whether a failed save ran out of space.
-
-    ``ENOSPC``, or torch's zip writer failing with the disk (nearly) full.
-    """
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return True
-    try:
-        nearly_full = shutil.disk_usage(folder).free < 64 * 2**20
-    except OSError:
-        nearly_full = False
-    return (
-        "No space left" in str(error)
-        or (isinstance(error, RuntimeError) and "unexpected pos" in str(error))
-        or nearly_full
-    )
-
-
-def _state_gib(state: dict) -> float:
-    """Size of the tensors in a checkpoint's state, in GiB."""
-    total = 0
-
-    def visit(value):
-        nonlocal total
-        if isinstance(value, torch.Tensor):
-            total += value.numel() * value.element_size()
-        elif isinstance(value, dict):
-            for item in value.values():
-                visit(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                visit(item)
-
-    visit(state)
-    return total / 2**30
-
-
-def _config_diff(saved: dict, config: DPOConfig) -> str:
-    """The settings that differ, as ``name: saved -> now``; or a note that the data differ."""
-    now = asdict(config)
-    changed = [
-        f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]
-    ]
-    return "; ".join(changed) if changed else "same settings, different pairs"

@@ -11,9 +11,7 @@ from dpo_utils.tools.colab import NOTEBOOKS_DIR, REPO_URL, github_slug, notebook
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS_DIR.glob("*.ipynb")), ids=lambda p: p.name)
 def test_every_notebook_names_the_one_repository_url(path):
     urls = notebook_urls(path)
-    assert urls["setup"] == {github_slug(REPO_URL)}, (
-        "set-up cell: REPO_URL differs from tools.colab.REPO_URL"
-    )
+    assert urls["setup"] == {github_slug(REPO_URL)}, "set-up cell: REPO_URL differs from tools.colab.REPO_URL"
     assert urls["badge"] == {github_slug(REPO_URL)}, "Open-in-Colab badge differs from dpo_utils.tools.colab.REPO_URL"
 
 

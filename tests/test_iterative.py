@@ -7,12 +7,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from dpo_utils.checkpoints import StaleCheckpointError, UnsafeCheckpointError
 from dpo_utils.data import prepare_preference_data
 from dpo_utils.iterative import on_policy_rows, run_rounds
 from dpo_utils.models import DEFAULT_MODEL, ensure_pad_token, resolve_model_path
 from dpo_utils.pairing import best_vs_worst_rows
 from dpo_utils.sampling import Sample
-from dpo_utils.trainer import DPOConfig, DPOTrainer, ReferenceLogprobs, UnsafeCheckpointError, reference_logprobs
+from dpo_utils.trainer import DPOConfig, DPOTrainer, ReferenceLogprobs, reference_logprobs
 from tests.helpers import plant_checkpoint
 
 PROMPTS = [[{"role": "user", "content": f"Review film {k}."}] for k in range(3)]
@@ -177,3 +178,14 @@ def test_a_planted_checkpoint_of_a_finished_round_is_refused_without_running_it(
     with pytest.raises(UnsafeCheckpointError, match=f"{round_0 / 'checkpoint' / 'state.pt'} is not a checkpoint"):
         run(copy.deepcopy(reference).requires_grad_(True), reference, tokenizer, tmp_path / "loop")
     assert not marker.exists()
+
+
+def test_a_finished_round_from_another_starting_policy_is_refused(tokenizer, tmp_path):
+    """Finished rounds are loaded only into the policy they started from (fingerprint-checked)."""
+    reference = tiny_model(tokenizer).requires_grad_(False)
+    run(copy.deepcopy(reference).requires_grad_(True), reference, tokenizer, tmp_path)
+    other = copy.deepcopy(reference).requires_grad_(True)
+    with torch.no_grad():
+        other.lm_head.weight.add_(0.01)
+    with pytest.raises(StaleCheckpointError, match="round_0.*another starting model"):
+        run(other, reference, tokenizer, tmp_path)

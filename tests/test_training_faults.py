@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from dpo_utils import checkpoints
 from dpo_utils import trainer as trainer_module
+from dpo_utils.checkpoints import StaleCheckpointError
 from dpo_utils.losses import dpo_loss
 from dpo_utils.precision import fraction_changed, trainable_copy
-from dpo_utils.trainer import DPOConfig, DPOTrainer, NonFiniteTrainingError, StaleCheckpointError
+from dpo_utils.trainer import DPOConfig, DPOTrainer, NonFiniteTrainingError
 from tests.helpers import Planted, TinyTokenizer, make_pairs, plant_checkpoint, tiny_llama
 
 
@@ -134,14 +136,14 @@ def test_a_checkpoint_of_another_starting_model_is_not_resumed(tmp_path):
 
 def test_the_fingerprint_is_of_the_model_as_passed_in():
     model = tiny_llama()
-    start = trainer_module.model_fingerprint(model)
+    start = checkpoints.model_fingerprint(model)
     trainer = DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(learning_rate=1e-2, max_steps=1))
     trainer.train_step()
     assert (
-        trainer.model_digest == start != trainer_module.model_fingerprint(model)
-        and trainer_module.model_fingerprint(tiny_llama()) == start
+        trainer.model_digest == start != checkpoints.model_fingerprint(model)
+        and checkpoints.model_fingerprint(tiny_llama()) == start
     )
-    assert trainer_module.model_fingerprint(tiny_llama(seed=1)) != start
+    assert checkpoints.model_fingerprint(tiny_llama(seed=1)) != start
 
 
 def test_a_starting_model_differing_in_one_element_is_not_resumed(tmp_path):
@@ -156,7 +158,7 @@ def test_a_starting_model_differing_in_one_element_is_not_resumed(tmp_path):
 
 def test_the_fingerprint_reads_half_precision_weights():
     model = tiny_llama()
-    assert trainer_module.model_fingerprint(model.to(torch.bfloat16)) != trainer_module.model_fingerprint(tiny_llama())
+    assert checkpoints.model_fingerprint(model.to(torch.bfloat16)) != checkpoints.model_fingerprint(tiny_llama())
 
 
 # 9. Settings checked at once
@@ -274,7 +276,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeyp
         "the partial file was removed and the previous checkpoint .* is intact",
     ) as caught:
         trainer.save_checkpoint()
-    assert isinstance(caught.value, trainer_module.CheckpointSaveError)
+    assert isinstance(caught.value, checkpoints.CheckpointSaveError)
     monkeypatch.undo()
     assert sorted(p.name for p in folder.iterdir()) == ["history.json", "state.pt"]
     assert (
@@ -327,7 +329,7 @@ def test_a_full_disk_while_saving_the_final_model_leaves_no_half_written_final(t
     fill_the_disk_in_save_pretrained(monkeypatch, model)
     final, checkpoint = tmp_path / "final", tmp_path / "checkpoint"
     with pytest.raises(
-        trainer_module.CheckpointSaveError,
+        checkpoints.CheckpointSaveError,
         match=f"no space left on the device while saving the final model to {final}; the partial folder was "
         f"removed and no final/ was written. The checkpoint {checkpoint} \\(step 1\\) is intact: free some space "
         "and run again to resume from it",
@@ -340,7 +342,7 @@ def test_a_full_disk_while_saving_the_final_model_leaves_no_half_written_final(t
 
     longer = DPOTrainer(model := tiny_llama(), TinyTokenizer(), make_pairs(), replace(config, max_steps=2), tmp_path)
     fill_the_disk_in_save_pretrained(monkeypatch, model)
-    with pytest.raises(trainer_module.CheckpointSaveError, match="the previous final model there is as it was"):
+    with pytest.raises(checkpoints.CheckpointSaveError, match="the previous final model there is as it was"):
         longer.train()
     kept = AutoModelForCausalLM.from_pretrained(final).state_dict()  # the older final/, whole
     assert all(torch.equal(kept[name], first[name]) for name in first)
@@ -358,7 +360,7 @@ def test_a_planted_checkpoint_is_refused_without_running_it(tmp_path):
     )
     path = tmp_path / "run" / "checkpoint" / "state.pt"
     with pytest.raises(
-        trainer_module.UnsafeCheckpointError, match=f"{path} is not a checkpoint this trainer can load safely"
+        checkpoints.UnsafeCheckpointError, match=f"{path} is not a checkpoint this trainer can load safely"
     ) as error:
         trainer.train()
     assert not marker.exists() and "Nothing in it was run" in str(error.value)
