@@ -22,9 +22,12 @@ from dpo_utils.intervals import (
     paired_difference,
     summary_over_prompts,
 )
+from dpo_utils.lora import reference_of
+from dpo_utils.losses import dpo_loss
 from dpo_utils.precision import resolve_mixed_precision
 from dpo_utils.sampling import lengths_and_caps, sample_completions, sequence_logprobs_of
 from dpo_utils.sentiment import vader_reward
+from dpo_utils.trainer import ReferenceLogprobs, compute_reference_logprobs
 
 
 def evaluate_policy(
@@ -130,10 +133,6 @@ def heldout_preference_metrics(
     The reference is ``reference`` when given, else ``policy`` with its LoRA adapters disabled;
     both are computed under ``mixed_precision`` (default: the device's).
     """
-    from dpo_utils.lora import reference_of
-    from dpo_utils.losses import dpo_loss
-    from dpo_utils.trainer import compute_reference_logprobs
-
     precision = resolve_mixed_precision(mixed_precision, next(policy.parameters()).device)
     policy_logps = compute_reference_logprobs(policy, pairs, pad_token_id, batch_size, mixed_precision=precision)
     with reference_of(policy, reference) as ref:
@@ -160,8 +159,6 @@ def pair_logratios(
     ``mode``, ``chunk_size``, ``mixed_precision``): with the options the reference log-probs were
     computed with, an untrained copy of the reference gives exactly 0.
     """
-    from dpo_utils.trainer import ReferenceLogprobs, compute_reference_logprobs
-
     if isinstance(
         reference_logps, ReferenceLogprobs
     ):  # the policy's in the precision the reference's were computed in
@@ -213,9 +210,6 @@ def heldout_pair_margins(
 ) -> torch.Tensor:
     """Implicit-reward margin :math:`\\beta(h_w - h_l)` of each held-out pair (the per-pair values behind
     :func:`heldout_preference_metrics`' accuracy and mean margin; the same reference rule)."""
-    from dpo_utils.lora import reference_of
-    from dpo_utils.trainer import compute_reference_logprobs
-
     policy_logps = compute_reference_logprobs(policy, pairs, pad_token_id, batch_size)
     with reference_of(policy, reference) as ref:
         ref_logps = compute_reference_logprobs(ref, pairs, pad_token_id, batch_size)
