@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from dpo_utils.model_cache import offline_model_dir
+from dpo_utils.runtime.model_cache import offline_model_dir
 from tests.helpers import save_tiny_fallback_model
 
 target_cache, source_cache = Path(sys.argv[1]), Path(sys.argv[2])

@@ -10,7 +10,7 @@ The results (settings, environment, table) are also written as JSON into ``runs/
 Each configuration runs in its own subprocess (so peak memory is its own), trained on the same
 ``--pairs`` preference pairs every step with constant learning rate, AdamW and clipping at 1.0.
 ``--model`` is a hub id or folder (offline: the bundled SmolLM2-135M-Instruct) or one of the
-architecture names of :mod:`dpo_utils.architectures` (random weights from seed 0, the bundled
+architecture names of :mod:`dpo_utils.runtime.architectures` (random weights from seed 0, the bundled
 SmolLM2 tokenizer). Batches (``--lengths``):
 
 - ``fixed``: every prompt ~``--prompt-tokens`` and every completion ~``--completion-tokens`` long;
@@ -139,8 +139,8 @@ def load(args):
     """``(model, tokenizer)`` in float32 on the GPU if there is one (mixed precision runs under autocast)."""
     import torch
 
-    from dpo_utils.architectures import ARCHITECTURES, random_model_and_tokenizer
-    from dpo_utils.models import load_model_and_tokenizer
+    from dpo_utils.runtime.architectures import ARCHITECTURES, random_model_and_tokenizer
+    from dpo_utils.runtime.models import load_model_and_tokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.model in ARCHITECTURES:
@@ -422,7 +422,7 @@ def print_table(results, env, peak, peak_source):
 
 def results_path(name: str | None) -> Path:
     """``runs/benchmarks/<name>`` (a path with a folder is kept as given), or a dated name by default."""
-    from dpo_utils.config import RUNS_DIR
+    from dpo_utils.runtime.config import RUNS_DIR
 
     if name is None:
         name = time.strftime("dpo_step-%Y%m%d-%H%M%S.json")
@@ -431,7 +431,7 @@ def results_path(name: str | None) -> Path:
 
 
 def main():
-    from dpo_utils.architectures import ARCHITECTURES
+    from dpo_utils.runtime.architectures import ARCHITECTURES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(

@@ -7,14 +7,14 @@
 Without a GPU (and without ``--shrink``) it says so at once and stops, before importing torch.
 
 No hub is needed: each preset's model is built from its architecture's config shipped in the
-repository (:mod:`dpo_utils.architectures`), with random weights (speed and memory depend on
+repository (:mod:`dpo_utils.runtime.architectures`), with random weights (speed and memory depend on
 the shapes only) and the bundled SmolLM2 tokenizer. Each preset runs in its own process with
 memory capped at its smallest card (``torch.cuda.set_per_process_memory_fraction``), at the
 preset's precision, LoRA or full fine-tuning, micro-batch, lengths (every prompt and completion
 at its maximum) and learning rate, and prints:
 
 - peak memory (``torch.cuda.max_memory_allocated``) against the card and the estimate of
-  :mod:`dpo_utils.memory`;
+  :mod:`dpo_utils.runtime.memory`;
 - seconds per optimizer step (``batch_size`` pairs, accumulated over micro-batches; median of the
   timed steps after one warm-up step);
 - whether every loss was finite and how many steps were skipped (fp16 loss scaling skips a few
@@ -49,7 +49,7 @@ def gpu_visible() -> bool:
 
 def results_path(name: str | None) -> Path:
     """``runs/benchmarks/<name>`` (a path with a folder is kept as given), or a dated name by default."""
-    from dpo_utils.config import RUNS_DIR
+    from dpo_utils.runtime.config import RUNS_DIR
 
     if name is None:
         name = time.strftime("gpu_presets-%Y%m%d-%H%M%S.json")
@@ -79,11 +79,11 @@ def measure(name: str, steps: int, shrink: bool) -> dict:
     """Train one preset for ``steps`` optimizer steps in this process; return its measurements."""
     import torch
 
-    from dpo_utils.architectures import random_model_and_tokenizer
     from dpo_utils.lora import attach_lora
-    from dpo_utils.memory import GIB
-    from dpo_utils.precision import fraction_changed, trainable_copy
-    from dpo_utils.presets import PRESETS, preset_memory
+    from dpo_utils.runtime.architectures import random_model_and_tokenizer
+    from dpo_utils.runtime.memory import GIB
+    from dpo_utils.runtime.precision import fraction_changed, trainable_copy
+    from dpo_utils.runtime.presets import PRESETS, preset_memory
     from dpo_utils.trainer import DPOConfig, DPOTrainer
 
     preset = PRESETS[name]

@@ -109,7 +109,11 @@ def check_tokenizer(tokenizer) -> list[Finding]:
     """Pad and EOS tokens: present, and distinct."""
     if tokenizer.pad_token_id is None:
         return [
-            Finding("no_pad_token", "error", "the tokenizer has no pad token; call dpo_utils.models.ensure_pad_token")
+            Finding(
+                "no_pad_token",
+                "error",
+                "the tokenizer has no pad token; call dpo_utils.runtime.models.ensure_pad_token",
+            )
         ]
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
         return [
@@ -117,7 +121,7 @@ def check_tokenizer(tokenizer) -> list[Finding]:
                 "pad_is_eos",
                 "warning",
                 f"pad token == EOS ({tokenizer.eos_token!r}): masking pad tokens by id also "
-                "masks every EOS; use a distinct pad token (dpo_utils.models.ensure_pad_token)",
+                "masks every EOS; use a distinct pad token (dpo_utils.runtime.models.ensure_pad_token)",
             )
         ]
     return []

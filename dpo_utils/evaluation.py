@@ -24,7 +24,7 @@ from dpo_utils.intervals import (
 )
 from dpo_utils.lora import reference_of
 from dpo_utils.losses import dpo_loss
-from dpo_utils.precision import resolve_mixed_precision
+from dpo_utils.runtime.precision import resolve_mixed_precision
 from dpo_utils.sampling import lengths_and_caps, sample_completions, sequence_logprobs_of
 from dpo_utils.sentiment import vader_reward
 from dpo_utils.trainer import ReferenceLogprobs, compute_reference_logprobs

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from dpo_utils.models import quiet_checkpointing_renames
+from dpo_utils.runtime.models import quiet_checkpointing_renames
 
 
 def attach_lora(model, rank: int = 16, alpha: int | None = None, dropout: float = 0.0, target_modules="all-linear"):

@@ -2,7 +2,7 @@
 
 Each check raises :class:`NumericalFailureError` with advice that depends on where the computation
 ran: under half precision, another precision (and, for a LoRA base in fp16, what fp32 would
-cost on a T4, from :mod:`dpo_utils.memory`); entirely in fp32, a look at the weights and inputs,
+cost on a T4, from :mod:`dpo_utils.runtime.memory`); entirely in fp32, a look at the weights and inputs,
 since fp32 does not overflow on sound ones.
 """
 
@@ -14,9 +14,9 @@ from dataclasses import replace
 import torch
 from transformers import LogitsProcessor
 
-from dpo_utils.memory import GIB
-from dpo_utils.precision import MIXED_PRECISION
-from dpo_utils.presets import PRESETS, preset_memory
+from dpo_utils.runtime.memory import GIB
+from dpo_utils.runtime.precision import MIXED_PRECISION
+from dpo_utils.runtime.presets import PRESETS, preset_memory
 
 
 class NumericalFailureError(RuntimeError):
@@ -49,7 +49,7 @@ def precision_advice(mixed_precision: str, model=None) -> str:
         f"This ran under {describe_precision(mixed_precision, model)}. Try mixed_precision={' or '.join(others)} "
         "(bf16 only where the GPU has it natively: fp16 overflows past 65504). For LoRA on an fp16 base, load the "
         f"frozen base in float32 instead: the t4 preset then needs about {t4_fp32_base:.1f} GiB of a T4's 15 "
-        "(dpo_utils.memory estimate)."
+        "(dpo_utils.runtime.memory estimate)."
     )
 
 

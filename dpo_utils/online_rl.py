@@ -20,7 +20,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from dpo_utils.models import quiet_checkpointing_renames
+from dpo_utils.runtime.models import quiet_checkpointing_renames
 
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 

@@ -15,8 +15,8 @@ from transformers import LogitsProcessorList
 from dpo_utils.data import collate_sequences, render_prompt
 from dpo_utils.logprobs import completion_logprobs_lean
 from dpo_utils.numerics import FiniteLogitsGuard, check_finite_logprobs, check_not_degenerate
-from dpo_utils.precision import autocast, resolve_mixed_precision
-from dpo_utils.progress import progress_bar
+from dpo_utils.runtime.precision import autocast, resolve_mixed_precision
+from dpo_utils.runtime.progress import progress_bar
 
 
 class Sample(NamedTuple):
@@ -35,9 +35,9 @@ def sample_completions(
     """Sample ``n_samples`` completions per prompt from ``model`` at temperature 1 (fixed ``seed``).
 
     Generation runs under ``mixed_precision`` (default: the device's, see
-    :func:`~dpo_utils.precision.default_mixed_precision`) and is guarded: non-finite logits, or
+    :func:`~dpo_utils.runtime.precision.default_mixed_precision`) and is guarded: non-finite logits, or
     half-precision samples that are mostly one repeated token, raise
-    :class:`~dpo_utils.precision.NumericalFailureError`.
+    :class:`~dpo_utils.runtime.precision.NumericalFailureError`.
     Returns one :class:`Sample` per completion, prompt by prompt. The caller's tokenizer is left as
     it was (prompts are padded on the left for this call only).
     """

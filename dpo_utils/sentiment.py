@@ -19,11 +19,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dpo_utils.config import DATA_DIR
 from dpo_utils.data import prepare_preference_data
-from dpo_utils.models import DEFAULT_MODEL, load_model_and_tokenizer
 from dpo_utils.pairing import build_preference_rows
 from dpo_utils.preference_rows import save_preference_jsonl
+from dpo_utils.runtime.config import DATA_DIR
+from dpo_utils.runtime.models import DEFAULT_MODEL, load_model_and_tokenizer
 from dpo_utils.sampling import ended, sample_completions
 
 

@@ -8,7 +8,7 @@ Design choices, each for speed, memory or correctness:
   is computed once and shared by both completions (prefix sharing);
 - the LM head runs on completion positions only, in chunks (no ``batch x seq x vocab`` tensor);
 - **mixed precision**: trained weights and AdamW state stay fp32; the compute runs under
-  autocast in bf16 or fp16 (with a loss scaler), see :mod:`dpo_utils.precision`;
+  autocast in bf16 or fp16 (with a loss scaler), see :mod:`dpo_utils.runtime.precision`;
 - a step whose gradients are not finite is **skipped**, never applied, and counted;
 - gradient accumulation over micro-batches, clipping, linear warmup, AdamW;
 - the same loop runs on several processes under ``accelerate launch`` or ``torchrun``
@@ -61,14 +61,14 @@ from dpo_utils.logprobs import (
 )
 from dpo_utils.losses import LOSS_TYPES, OBJECTIVES, allow_non_finite, preference_loss
 from dpo_utils.numerics import check_finite_logprobs
-from dpo_utils.precision import (
+from dpo_utils.runtime.precision import (
     autocast,
     check_mixed_precision,
     grad_scaler,
     half_precision_trainables,
     resolve_mixed_precision,
 )
-from dpo_utils.progress import progress_bar
+from dpo_utils.runtime.progress import progress_bar
 
 
 @dataclass
@@ -285,7 +285,7 @@ def compute_reference_logprobs(
     """``(n_pairs, 2)`` log-probs of chosen and rejected under ``model``, without gradients.
 
     ``mixed_precision=None`` takes the default for the model's device
-    (:func:`~dpo_utils.precision.default_mixed_precision`). ``layout`` lists the batches as pair
+    (:func:`~dpo_utils.runtime.precision.default_mixed_precision`). ``layout`` lists the batches as pair
     indices (default: consecutive batches of ``batch_size``). For the reference log-probs of a
     training run, use :func:`reference_logprobs`, which takes every setting from the run's config.
     """
@@ -415,7 +415,7 @@ def _check_inputs(tokenizer, pairs, config: DPOConfig, output_dir) -> None:
     if getattr(tokenizer, "pad_token_id", None) is None:
         raise ValueError(
             "the tokenizer has no pad token, so batches cannot be padded: call "
-            "dpo_utils.models.ensure_pad_token(tokenizer, model) first"
+            "dpo_utils.runtime.models.ensure_pad_token(tokenizer, model) first"
         )
     if not len(pairs):
         raise ValueError("pairs is empty: nothing to train on (prepare_preference_data makes the pairs from rows)")
@@ -446,7 +446,7 @@ class DPOTrainer:
     trainer uses them where they fit (see :class:`ReferenceLogprobs`), so runs that differ in seed,
     β or objective can all be given the same ones.
     Trained parameters must be fp32 (load with ``dtype=torch.float32``, the default of
-    :func:`~dpo_utils.models.load_model_and_tokenizer`); a frozen LoRA base may be half precision.
+    :func:`~dpo_utils.runtime.models.load_model_and_tokenizer`); a frozen LoRA base may be half precision.
     """
 
     def __init__(self, model, tokenizer, pairs, config: DPOConfig, output_dir=None, reference_logps=None):
@@ -474,7 +474,7 @@ class DPOTrainer:
                 f"batch_size={config.batch_size} must be a multiple of the {self.accelerator.num_processes} processes"
             )
         if config.activation_checkpointing:
-            from dpo_utils.models import enable_activation_checkpointing
+            from dpo_utils.runtime.models import enable_activation_checkpointing
 
             enable_activation_checkpointing(model)
         if config.compile:

@@ -7,7 +7,7 @@ import tempfile
 import torch
 
 from dpo_utils.data import TokenizedPair
-from dpo_utils.models import quiet_checkpointing_renames
+from dpo_utils.runtime.models import quiet_checkpointing_renames
 
 
 def trl_dpo_loss(

@@ -6,7 +6,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.data import TokenizedPair
-from dpo_utils.model_cache import offline_cache_name
+from dpo_utils.runtime.model_cache import offline_cache_name
 
 
 def tiny_llama(seed: int = 0, vocab_size: int = 64, **config) -> LlamaForCausalLM:

@@ -1,7 +1,7 @@
 """Measure one DPO training step's peak memory on CPU (run in a fresh process by tests/test_memory.py).
 
 Prints JSON: the measured peak (RSS increase over the step plus the weights already loaded) and the
-estimate of dpo_utils.memory for the same shapes. The peak is the kernel's high-water mark, reset
+estimate of dpo_utils.runtime.memory for the same shapes. The peak is the kernel's high-water mark, reset
 just before the measured step: a lifetime maximum would also count pages that were resident
 earlier (the model's construction, the first step, library code the kernel has since reclaimed)."""
 
@@ -14,7 +14,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.data import TokenizedPair
-from dpo_utils.memory import step_tokens, training_memory
+from dpo_utils.runtime.memory import step_tokens, training_memory
 from dpo_utils.trainer import DPOConfig, DPOTrainer
 from tests.helpers import TinyTokenizer
 

@@ -11,9 +11,9 @@ from transformers import AutoTokenizer
 
 from dpo_utils.checks import check_preference_data
 from dpo_utils.data import ControlTokenWarning, prepare_preference_data
-from dpo_utils.model_cache import offline_model_dir
-from dpo_utils.models import ensure_pad_token
 from dpo_utils.preference_rows import PreferenceDataError
+from dpo_utils.runtime.model_cache import offline_model_dir
+from dpo_utils.runtime.models import ensure_pad_token
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
 

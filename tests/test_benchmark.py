@@ -120,7 +120,7 @@ def test_mfu_counts_the_matmul_parameters():
     assert b.mfu(result, None) is None
 
 
-# --- random-initialised public architectures (dpo_utils.architectures) ---
+# --- random-initialised public architectures (dpo_utils.runtime.architectures) ---
 
 
 def _count_from_fields(c):
@@ -145,7 +145,7 @@ def _count_from_fields(c):
     ],
 )
 def test_architectures_have_the_published_sizes(name, total, non_embedding, rounding):
-    from dpo_utils.architectures import count_parameters, random_model
+    from dpo_utils.runtime.architectures import count_parameters, random_model
 
     model = random_model(name, device="meta")  # shapes only, no memory
     n = count_parameters(model)
@@ -159,8 +159,8 @@ def test_architectures_have_the_published_sizes(name, total, non_embedding, roun
 def test_smollm2_architecture_matches_the_bundled_model():
     import json
 
-    from dpo_utils.architectures import architecture_config
-    from dpo_utils.model_cache import offline_model_dir
+    from dpo_utils.runtime.architectures import architecture_config
+    from dpo_utils.runtime.model_cache import offline_model_dir
 
     bundled = json.loads((offline_model_dir() / "config.json").read_text())
     ours = architecture_config("smollm2-135m")
@@ -184,7 +184,7 @@ def test_smollm2_architecture_matches_the_bundled_model():
 def test_random_model_is_fixed_by_its_seed_and_the_tokenizer_fits():
     import torch
 
-    from dpo_utils.architectures import ARCHITECTURES, architecture_config, random_model_and_tokenizer
+    from dpo_utils.runtime.architectures import ARCHITECTURES, architecture_config, random_model_and_tokenizer
 
     small = {"num_hidden_layers": 1}
     a, tok = random_model_and_tokenizer("smollm2-135m", seed=3, **small)
@@ -199,7 +199,7 @@ def test_random_model_is_fixed_by_its_seed_and_the_tokenizer_fits():
 
 
 def test_results_go_to_runs_unless_a_folder_is_given(tmp_path):
-    from dpo_utils.config import RUNS_DIR
+    from dpo_utils.runtime.config import RUNS_DIR
 
     b = bench()
     assert b.results_path("cpu_off.json") == RUNS_DIR / "benchmarks" / "cpu_off.json"

@@ -68,9 +68,9 @@ def test_evaluate_best_of_n_ranks_the_references_own_samples():
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from dpo_utils.best_of_n import evaluate_best_of_n
-    from dpo_utils.config import DATA_DIR
-    from dpo_utils.model_cache import offline_model_dir
-    from dpo_utils.models import ensure_pad_token
+    from dpo_utils.runtime.config import DATA_DIR
+    from dpo_utils.runtime.model_cache import offline_model_dir
+    from dpo_utils.runtime.models import ensure_pad_token
     from dpo_utils.sampling import sample_completions
     from dpo_utils.sentiment import load_prompts
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from dpo_utils.model_cache import offline_model_dir
-from dpo_utils.models import pick_device_and_dtype
+from dpo_utils.runtime.model_cache import offline_model_dir
+from dpo_utils.runtime.models import pick_device_and_dtype
 from tests.helpers import save_tiny_fallback_model, small_vocab_chat_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent

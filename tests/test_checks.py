@@ -7,8 +7,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from dpo_utils.checks import check_preference_data
-from dpo_utils.model_cache import offline_model_dir
-from dpo_utils.models import ensure_pad_token
+from dpo_utils.runtime.model_cache import offline_model_dir
+from dpo_utils.runtime.models import ensure_pad_token
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
 
@@ -115,7 +115,7 @@ def test_completions_cut_at_a_generation_cap_are_reported(tokenizer):
 
 
 def test_the_shipped_pairs_were_sampled_to_their_end(tokenizer):
-    from dpo_utils.config import DATA_DIR
+    from dpo_utils.runtime.config import DATA_DIR
 
     report = check_preference_data(DATA_DIR / "sentiment_pairs.jsonl", tokenizer)
     assert "capped" not in report.checks_failed and report.n_rows == 138, str(report)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from dpo_utils import config
-from dpo_utils.models import ensure_pad_token, pick_device_and_dtype
+from dpo_utils.runtime import config
+from dpo_utils.runtime.models import ensure_pad_token, pick_device_and_dtype
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
 
@@ -58,7 +58,7 @@ def test_activation_checkpointing_is_on_without_warnings_and_gives_the_same_grad
     import warnings
 
     from dpo_utils.lora import attach_lora
-    from dpo_utils.models import enable_activation_checkpointing
+    from dpo_utils.runtime.models import enable_activation_checkpointing
     from tests.helpers import tiny_llama
 
     ids = torch.arange(1, 13).reshape(2, 6)

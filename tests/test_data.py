@@ -5,9 +5,9 @@ import torch
 from transformers import AutoTokenizer
 
 from dpo_utils.data import collate_pairs, prepare_preference_data
-from dpo_utils.model_cache import offline_model_dir
-from dpo_utils.models import ensure_pad_token
 from dpo_utils.preference_rows import PreferenceDataError
+from dpo_utils.runtime.model_cache import offline_model_dir
+from dpo_utils.runtime.models import ensure_pad_token
 from dpo_utils.trainer import batch_logprobs
 from tests.helpers import tiny_gpt2, tiny_llama
 

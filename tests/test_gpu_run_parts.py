@@ -10,7 +10,7 @@ from dpo_utils.evaluation import heldout_preference_metrics
 from dpo_utils.hub_data import extract_prompt, fits, load_preference_splits, split_by_prompt
 from dpo_utils.judging import win_rate
 from dpo_utils.lora import attach_lora, reference_of, trainable_parameters
-from dpo_utils.presets import PRESETS, SHIPPED_DATASET, pick_preset
+from dpo_utils.runtime.presets import PRESETS, SHIPPED_DATASET, pick_preset
 from dpo_utils.trainer import DPOConfig, DPOTrainer, compute_reference_logprobs
 from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
@@ -78,7 +78,7 @@ def test_offline_a_gpu_preset_keeps_its_code_path_on_the_shipped_data(monkeypatc
 
 @pytest.mark.parametrize("name", ["t4", "mid-gpu", "large-gpu"])
 def test_each_gpu_preset_fits_the_smallest_card_it_names_with_a_margin(name):
-    from dpo_utils.presets import preset_memory
+    from dpo_utils.runtime.presets import preset_memory
 
     estimate = preset_memory(PRESETS[name])["total"] * 1.15  # the estimate ran ~10-15 % under measured peaks
     assert estimate < 0.85 * PRESETS[name].card_memory_gib * 2**30
@@ -157,8 +157,8 @@ def test_held_out_prompts_never_appear_in_training():
 def test_shipped_pairs_split_for_the_offline_preset():
     from transformers import AutoTokenizer
 
-    from dpo_utils.model_cache import offline_model_dir
-    from dpo_utils.models import ensure_pad_token
+    from dpo_utils.runtime.model_cache import offline_model_dir
+    from dpo_utils.runtime.models import ensure_pad_token
 
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
     ensure_pad_token(tokenizer)
@@ -197,8 +197,8 @@ def test_reward_model_judge_scores_each_conversation_the_same_alone_or_in_a_padd
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
     from dpo_utils.judging import reward_model_judge
-    from dpo_utils.model_cache import offline_model_dir
-    from dpo_utils.models import ensure_pad_token
+    from dpo_utils.runtime.model_cache import offline_model_dir
+    from dpo_utils.runtime.models import ensure_pad_token
 
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
     ensure_pad_token(tokenizer)
@@ -229,7 +229,7 @@ def test_t4_code_path_gradient_checkpointing_with_lora_gives_the_same_step():
     for checkpointing in (False, True):
         policy, pairs = attach_lora(tiny_llama(), rank=4), make_pairs()
         if checkpointing:
-            from dpo_utils.models import enable_activation_checkpointing
+            from dpo_utils.runtime.models import enable_activation_checkpointing
 
             enable_activation_checkpointing(policy)
             assert any(getattr(module, "gradient_checkpointing", False) for module in policy.modules())
@@ -268,8 +268,8 @@ def test_our_loss_equals_trls_for_a_lora_policy_far_from_its_reference():
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from dpo_utils.data import prepare_preference_data
-    from dpo_utils.model_cache import offline_model_dir
-    from dpo_utils.models import ensure_pad_token
+    from dpo_utils.runtime.model_cache import offline_model_dir
+    from dpo_utils.runtime.models import ensure_pad_token
     from dpo_utils.trl_check import trl_dpo_loss
 
     tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())

@@ -1,4 +1,4 @@
-"""The memory estimate of dpo_utils.memory against peaks measured on CPU (fresh processes)."""
+"""The memory estimate of dpo_utils.runtime.memory against peaks measured on CPU (fresh processes)."""
 
 import json
 import os

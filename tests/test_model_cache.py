@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo_utils import model_cache
+from dpo_utils.runtime import model_cache
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import dpo_utils.model_cache
-from dpo_utils.model_cache import offline_model_dir
-from dpo_utils.models import load_model_and_tokenizer
+import dpo_utils.runtime.model_cache
+from dpo_utils.runtime.model_cache import offline_model_dir
+from dpo_utils.runtime.models import load_model_and_tokenizer
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
 
@@ -17,7 +17,7 @@ def test_offline_model_loads_without_converting_again_and_generates(monkeypatch)
     def convert_again(*args):
         raise AssertionError("the converted model was in the cache, yet it was converted again")
 
-    monkeypatch.setattr(dpo_utils.model_cache, "convert_gguf", convert_again)
+    monkeypatch.setattr(dpo_utils.runtime.model_cache, "convert_gguf", convert_again)
     model, tok = load_model_and_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct", device="cpu")
     assert tok.pad_token_id != tok.eos_token_id
     assert getattr(model.config, "quantization_config", None) is None
@@ -36,7 +36,7 @@ def test_offline_model_loads_without_converting_again_and_generates(monkeypatch)
 def test_missing_model_without_fallback_names_the_problem(monkeypatch):
     import pytest
 
-    from dpo_utils.model_cache import ModelNotAvailableError
+    from dpo_utils.runtime.model_cache import ModelNotAvailableError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotAvailableError, match="not a local folder"):

@@ -7,10 +7,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback
 
-from dpo_utils.config import DATA_DIR
-from dpo_utils.model_cache import offline_model_dir
-from dpo_utils.models import ensure_pad_token
 from dpo_utils.online_rl import grpo_config, load_checkpoint_weights, saved_checkpoints, train_grpo
+from dpo_utils.runtime.config import DATA_DIR
+from dpo_utils.runtime.model_cache import offline_model_dir
+from dpo_utils.runtime.models import ensure_pad_token
 from dpo_utils.sentiment import load_prompts
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these

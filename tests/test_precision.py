@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dpo_utils.precision import fraction_changed, trainable_copy
+from dpo_utils.runtime.precision import fraction_changed, trainable_copy
 from dpo_utils.trainer import DPOConfig, DPOTrainer, NonFiniteTrainingError
 from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
@@ -111,7 +111,7 @@ def test_fp16_run_trains_on_cpu_with_the_t4_code_path():
 
 
 def test_loading_for_training_is_float32_even_where_half_precision_is_native(monkeypatch):
-    from dpo_utils import models
+    from dpo_utils.runtime import models
 
     monkeypatch.setattr(models, "pick_device_and_dtype", lambda device=None: (torch.device("cpu"), torch.bfloat16))
     model, _ = models.load_model_and_tokenizer(device="cpu")

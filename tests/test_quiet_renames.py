@@ -9,8 +9,8 @@ import transformers
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.lora import attach_lora, load_lora_adapter
-from dpo_utils.model_cache import offline_model_dir
-from dpo_utils.models import CHECKPOINTING_RENAMES, ensure_pad_token, quiet_checkpointing_renames
+from dpo_utils.runtime.model_cache import offline_model_dir
+from dpo_utils.runtime.models import CHECKPOINTING_RENAMES, ensure_pad_token, quiet_checkpointing_renames
 from dpo_utils.trl_check import trl_dpo_loss
 from tests.helpers import tiny_llama
 

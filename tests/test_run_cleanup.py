@@ -6,11 +6,11 @@ import sys
 
 import nbformat
 
-from dpo_utils.config import REPO_ROOT, RUNS_VARIABLE
+from dpo_utils.runtime.config import REPO_ROOT, RUNS_VARIABLE
 from dpo_utils.tools import notebooks
 
 WRITE_A_RUN = """
-from dpo_utils.config import RUNS_DIR
+from dpo_utils.runtime.config import RUNS_DIR
 (RUNS_DIR / "07" / "reduced").mkdir(parents=True)
 (RUNS_DIR / "07" / "reduced" / "state.pt").write_bytes(bytes(1000))
 open({record!r}, "w").write(str(RUNS_DIR))

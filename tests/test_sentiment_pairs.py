@@ -6,12 +6,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from dpo_utils.config import DATA_DIR
 from dpo_utils.data import prepare_preference_data
-from dpo_utils.model_cache import offline_model_dir
-from dpo_utils.models import ensure_pad_token
 from dpo_utils.pairing import build_preference_rows
 from dpo_utils.preference_rows import save_preference_jsonl
+from dpo_utils.runtime.config import DATA_DIR
+from dpo_utils.runtime.model_cache import offline_model_dir
+from dpo_utils.runtime.models import ensure_pad_token
 from dpo_utils.sampling import sample_completions
 from dpo_utils.sentiment import load_prompts, sample_score_and_pair
 

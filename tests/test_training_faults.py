@@ -14,7 +14,7 @@ from dpo_utils import checkpoints
 from dpo_utils import trainer as trainer_module
 from dpo_utils.checkpoints import StaleCheckpointError
 from dpo_utils.losses import dpo_loss
-from dpo_utils.precision import fraction_changed, trainable_copy
+from dpo_utils.runtime.precision import fraction_changed, trainable_copy
 from dpo_utils.trainer import DPOConfig, DPOTrainer, NonFiniteTrainingError
 from tests.helpers import Planted, TinyTokenizer, make_pairs, plant_checkpoint, tiny_llama
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from dpo_utils.config import DATA_DIR
 from dpo_utils.data import PromptBoundaryWarning, prepare_preference_data
 from dpo_utils.losses import preference_loss
-from dpo_utils.model_cache import offline_model_dir
-from dpo_utils.models import ensure_pad_token
+from dpo_utils.runtime.config import DATA_DIR
+from dpo_utils.runtime.model_cache import offline_model_dir
+from dpo_utils.runtime.models import ensure_pad_token
 from dpo_utils.trainer import batch_logprobs
 from dpo_utils.trl_check import trl_dpo_loss, trl_tokenized_pairs
 

@@ -15,7 +15,7 @@ import json
 import re
 from pathlib import Path
 
-from dpo_utils.config import REPO_ROOT
+from dpo_utils.runtime.config import REPO_ROOT
 
 REPO_URL = "https://github.com/dpo-tutorial/dpo-tutorial"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"

@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from dpo_utils.config import RUNS_DIR, RUNS_VARIABLE
+from dpo_utils.runtime.config import RUNS_DIR, RUNS_VARIABLE
 
 REDUCED_DIR = RUNS_DIR / "reduced-notebooks"
 # Per cell. Some full-size training cells run for over an hour on a 2-core CPU (09's eight variants).

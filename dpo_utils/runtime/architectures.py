@@ -1,7 +1,7 @@
 """Public model architectures, random-initialised: benchmark the shapes without downloading weights.
 
 ``random_model("qwen2.5-0.5b")`` builds Qwen2.5-0.5B's architecture (from the config file in
-``dpo_utils/architecture_configs/``) with weights drawn from a fixed seed. Speed and memory of a
+``dpo_utils/runtime/architecture_configs/``) with weights drawn from a fixed seed. Speed and memory of a
 training step depend on the shapes only, so a random model measures them as well as the real
 one, on a machine that cannot reach the hub. Pair it with :func:`tokenizer`, the bundled
 SmolLM2 tokenizer: its 49,152 ids fit every vocabulary listed here.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from dpo_utils.model_cache import offline_model_dir
-from dpo_utils.models import ensure_pad_token
+from dpo_utils.runtime.model_cache import offline_model_dir
+from dpo_utils.runtime.models import ensure_pad_token
 
 CONFIG_DIR = Path(__file__).resolve().parent / "architecture_configs"
 ARCHITECTURES = {

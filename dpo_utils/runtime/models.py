@@ -2,7 +2,7 @@
 
 ``load_model_and_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")`` tries the hub (or a local
 folder). When the hub cannot be reached, or ``HF_HUB_OFFLINE=1``, it falls back to the bundled
-SmolLM2-135M-Instruct (:mod:`dpo_utils.model_cache`: a Q4_1-quantised GGUF file, dequantised once
+SmolLM2-135M-Instruct (:mod:`dpo_utils.runtime.model_cache`: a Q4_1-quantised GGUF file, dequantised once
 and cached), so every notebook runs without a network. Trained models load in float32; frozen ones
 in the device's inference dtype (:func:`pick_device_and_dtype`).
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from dpo_utils.model_cache import ModelNotAvailableError, offline_model_dir
-from dpo_utils.precision import inference_dtype
+from dpo_utils.runtime.model_cache import ModelNotAvailableError, offline_model_dir
+from dpo_utils.runtime.precision import inference_dtype
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -56,7 +56,7 @@ def default_device() -> str:
 def pick_device_and_dtype(device: str | None = None) -> tuple[torch.device, torch.dtype]:
     """The device, and the dtype for a model that is **not trained**: bf16 on GPUs that support
     it natively, fp16 on older GPUs (a T4), fp32 on CPU (bf16 or fp16 there too under
-    ``DPO_TUTORIAL_GPU_PROFILE``, see :mod:`dpo_utils.precision`). Use it for judges, generation, frozen
+    ``DPO_TUTORIAL_GPU_PROFILE``, see :mod:`dpo_utils.runtime.precision`). Use it for judges, generation, frozen
     reference copies and a frozen LoRA base; trained weights stay fp32 (see
     :func:`load_model_and_tokenizer`)."""
     device = torch.device(device if device is not None else default_device())

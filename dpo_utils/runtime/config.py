@@ -19,7 +19,7 @@ from typing import TypeVar
 
 SIZE_VARIABLE = "DPO_TUTORIAL_SIZE"
 RUNS_VARIABLE = "DPO_TUTORIAL_RUNS"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # dpo_utils/runtime/config.py: the repository
 DATA_DIR = REPO_ROOT / "data"  # small data sets shipped with the repository
 # Checkpoints and outputs of notebook runs (git-ignored). DPO_TUTORIAL_RUNS moves them: the test
 # suite and reduced dpo-run-notebook runs give each notebook a temporary folder (dpo_utils.tools.notebooks).

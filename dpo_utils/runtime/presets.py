@@ -14,7 +14,7 @@ preset        cards                       run
 ``cpu``       no GPU (the offline default) the bundled SmolLM2-135M, LoRA, the shipped pairs
 ============  ==========================  =====================================================
 
-Each GPU preset's step is sized by :mod:`dpo_utils.memory` to fit the smallest card it names
+Each GPU preset's step is sized by :mod:`dpo_utils.runtime.memory` to fit the smallest card it names
 with a margin (``tests/test_gpu_run_parts.py`` checks the estimate). Learning rates follow the
 training mode: full fine-tuning at 5e-7 (the usual DPO value, e.g. Zephyr's), LoRA 100x
 higher, since the adapters start at zero and carry the whole update. The reduced size
@@ -28,11 +28,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from dpo_utils.architectures import architecture_config
-from dpo_utils.config import DATA_DIR, is_reduced
-from dpo_utils.memory import GIB, step_tokens, training_memory
-from dpo_utils.models import DEFAULT_MODEL, hub_is_offline
-from dpo_utils.precision import GPU_PROFILES, gpu_profile
+from dpo_utils.runtime.architectures import architecture_config
+from dpo_utils.runtime.config import DATA_DIR, is_reduced
+from dpo_utils.runtime.memory import GIB, step_tokens, training_memory
+from dpo_utils.runtime.models import DEFAULT_MODEL, hub_is_offline
+from dpo_utils.runtime.precision import GPU_PROFILES, gpu_profile
 
 HUB_DATASET = "trl-lib/ultrafeedback_binarized"
 SHIPPED_DATASET = DATA_DIR / "sentiment_pairs.jsonl"
@@ -46,7 +46,7 @@ class RunPreset:
 
     name: str
     model: str
-    architecture: str  # dpo_utils.architectures name of `model`, for memory checks without downloads
+    architecture: str  # dpo_utils.runtime.architectures name of `model`, for memory checks without downloads
     dtype: str  # dtype the weights are loaded in: "float32" when trained; a frozen LoRA base may be half
     mixed_precision: str  # compute precision (DPOConfig.mixed_precision)
     lora_rank: int | None
@@ -142,7 +142,7 @@ PRESETS = {
 
 def hardware_preset_name() -> str:
     """The preset for this machine's first GPU, by memory and native bf16; ``cpu`` without one.
-    Under ``DPO_TUTORIAL_GPU_PROFILE`` (:mod:`dpo_utils.precision`), the preset of the profile's card."""
+    Under ``DPO_TUTORIAL_GPU_PROFILE`` (:mod:`dpo_utils.runtime.precision`), the preset of the profile's card."""
     profile = gpu_profile()
     if profile:
         return preset_for_card(GPU_PROFILES[profile]["memory_gib"], profile == "bf16")
@@ -193,7 +193,7 @@ def pick_preset(name: str | None = None) -> RunPreset:
 
 
 def preset_memory(preset: RunPreset) -> dict[str, float]:
-    """:func:`dpo_utils.memory.training_memory` of one step at the preset's full lengths."""
+    """:func:`dpo_utils.runtime.memory.training_memory` of one step at the preset's full lengths."""
     config = architecture_config(preset.architecture)
     tokens, completion = step_tokens(
         preset.micro_batch_size, preset.max_prompt_length, preset.max_completion_length, True
