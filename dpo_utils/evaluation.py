@@ -125,19 +125,25 @@ def describe_seed_spread(results: dict, names, label: str) -> str:
 
 
 @torch.no_grad()
-def heldout_preference_metrics(
-    policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8, mixed_precision=None
-) -> dict:
-    """DPO loss, implicit-reward accuracy and mean margin on held-out tokenized ``pairs``.
-
-    The reference is ``reference`` when given, else ``policy`` with its LoRA adapters disabled;
-    both are computed under ``mixed_precision`` (default: the device's).
-    """
+def heldout_logratios(policy, pairs, pad_token_id, reference=None, batch_size: int = 8, mixed_precision=None):
+    """``(n_pairs, 2)`` log-ratios (policy minus reference) of chosen and rejected on held-out ``pairs``, and
+    the reference's log-probs. The reference is ``reference`` when given, else ``policy`` with its LoRA
+    adapters disabled; both are computed under ``mixed_precision`` (default: the device's)."""
     precision = resolve_mixed_precision(mixed_precision, next(policy.parameters()).device)
     policy_logps = compute_reference_logprobs(policy, pairs, pad_token_id, batch_size, mixed_precision=precision)
     with reference_of(policy, reference) as ref:
         ref_logps = compute_reference_logprobs(ref, pairs, pad_token_id, batch_size, mixed_precision=precision)
-    out = dpo_loss(policy_logps[:, 0], policy_logps[:, 1], ref_logps[:, 0], ref_logps[:, 1], beta=beta)
+    return policy_logps - ref_logps
+
+
+def heldout_preference_metrics(
+    policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8, mixed_precision=None
+) -> dict:
+    """DPO loss, implicit-reward accuracy and mean margin on held-out tokenized ``pairs`` (the reference as in
+    :func:`heldout_logratios`)."""
+    ratios = heldout_logratios(policy, pairs, pad_token_id, reference, batch_size, mixed_precision)
+    zeros = torch.zeros(len(pairs))  # the DPO loss of log-ratios: log-probs measured from the reference's
+    out = dpo_loss(ratios[:, 0], ratios[:, 1], zeros, zeros, beta=beta)
     return {
         "loss": out.losses.mean().item(),
         "accuracy": (out.margins > 0).float().mean().item(),
@@ -204,16 +210,10 @@ def logratios_during_training(trainer, pair_indices, at_steps, batch_size: int =
     return rows
 
 
-@torch.no_grad()
-def heldout_pair_margins(
-    policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8
-) -> torch.Tensor:
+def heldout_pair_margins(policy, pairs, pad_token_id, beta: float, reference=None, batch_size: int = 8):
     """Implicit-reward margin :math:`\\beta(h_w - h_l)` of each held-out pair (the per-pair values behind
     :func:`heldout_preference_metrics`' accuracy and mean margin; the same reference rule)."""
-    policy_logps = compute_reference_logprobs(policy, pairs, pad_token_id, batch_size)
-    with reference_of(policy, reference) as ref:
-        ref_logps = compute_reference_logprobs(ref, pairs, pad_token_id, batch_size)
-    ratios = policy_logps - ref_logps
+    ratios = heldout_logratios(policy, pairs, pad_token_id, reference, batch_size)
     return beta * (ratios[:, 0] - ratios[:, 1])
 
 
