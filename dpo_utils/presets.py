@@ -197,9 +197,7 @@ def preset_memory(preset: RunPreset) -> dict[str, float]:
     from dpo_utils.memory import step_tokens, training_memory
 
     config = architecture_config(preset.architecture)
-    tokens, completion = step_tokens(
-        preset.micro_batch_size, preset.max_prompt_length, preset.max_completion_length, True
-    )
+    tokens, completion = step_tokens(preset.micro_batch_size, preset.max_prompt_length, preset.max_completion_length)
     trainable = None
     if preset.lora_rank:  # all-linear LoRA: r x (in + out) per projection
         h, i, kv = (
@@ -218,5 +216,4 @@ def preset_memory(preset: RunPreset) -> dict[str, float]:
         preset.mixed_precision,
         frozen_bytes,
         preset.activation_checkpointing,
-        lean_logits=True,
     )
