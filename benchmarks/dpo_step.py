@@ -57,14 +57,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = {
     "dpo_utils-padding-free": (
-        "as dpo_utils, sequences packed without padding (block-diagonal attention), prompt shared in each pack"
+        "as dpo_utils, always packed without padding (block-diagonal attention), prompt shared in each pack"
     ),
-    "dpo_utils": "reference precomputed, one forward, prompt shared, LM head on completion tokens only",
+    "dpo_utils": (
+        "the defaults: reference precomputed, one forward, LM head on completion tokens only, prompt shared "
+        "through a KV cache or in packed rows, whichever computes less padding (logprob_mode='auto')"
+    ),
     "dpo_utils-compile": "as dpo_utils, with the decoder torch.compile'd (GPU default set only)",
-    "dpo_utils-no-sharing": "as dpo_utils, without prompt sharing",
+    "dpo_utils-no-sharing": "as dpo_utils, padded sequences without prompt sharing",
     "dpo_utils-full-logits": "as dpo_utils-no-sharing, with logits at every position",
     "trl-default": "TRL DPOTrainer defaults (reference model forward every step)",
     "trl-precompute": "TRL DPOTrainer, precompute_ref_log_probs=True",
+}
+LOGPROB_MODES = {  # DPOConfig.logprob_mode of each dpo_utils configuration
+    "dpo_utils": "auto",
+    "dpo_utils-compile": "auto",
+    "dpo_utils-padding-free": "packed",
+    "dpo_utils-no-sharing": "lean",
+    "dpo_utils-full-logits": "full",
 }
 QUICK_CONFIGS = ["dpo_utils", "trl-precompute"]  # the default: one comparison, a few minutes on a laptop CPU
 LENGTHS = ("fixed", "lognormal", "shipped")
@@ -156,9 +166,7 @@ def run_dpo_utils(model, tokenizer, pairs, args, name):
         learning_rate=args.lr,
         batch_size=len(pairs),
         max_steps=args.steps + 1,
-        share_prompt=name in ("dpo_utils", "dpo_utils-compile", "dpo_utils-padding-free"),
-        lean_logits=name != "dpo_utils-full-logits",
-        padding_free=name == "dpo_utils-padding-free",
+        logprob_mode=LOGPROB_MODES[name],
         logits_chunk_size=args.chunk_size,
         compile=name == "dpo_utils-compile",
         activation_checkpointing=args.checkpointing == "on",

@@ -10,6 +10,12 @@ prompt, not padding), the sequence log-prob is
 and the length-normalised version divides by the number of completion tokens. Because the
 sum runs over the mask only, left and right padding give the same result as long as the
 model sees correct ``position_ids`` (:func:`position_ids_from_mask`).
+
+The same values come from several layouts of a batch of pairs (``DPOConfig.logprob_mode`` picks one):
+padded full sequences with logits everywhere (:func:`model_sequence_logprobs`) or only on completion
+positions (:func:`completion_logprobs_lean`); each prompt computed once, its key/value cache shared by
+both completions (:func:`shared_prompt_logprobs`); sequences packed into rows without padding
+(:func:`pack_pairs`, :func:`packed_pair_logprobs`).
 """
 
 from __future__ import annotations
@@ -170,7 +176,9 @@ def shared_prompt_logprobs(
 
     A KV cache cannot live through activation checkpointing (transformers turns the cache off,
     and a recomputed layer would write into it again): when checkpointing is on, the same
-    sharing runs as one packed forward instead (:func:`packed_pair_logprobs`).
+    sharing runs as one packed forward instead (:func:`packed_pair_logprobs`). (The trainer does not
+    rely on this: it refuses ``logprob_mode="shared"`` with checkpointing, and its ``"auto"`` mode
+    computes such batches packed.)
     """
     decoder = decoder_of(model)
     if checkpointing_active(model):
@@ -211,10 +219,15 @@ def shared_prompt_logprobs(
     )
 
 
+def checkpointing_enabled(model: torch.nn.Module) -> bool:
+    """True when transformers' activation checkpointing is switched on (the flag transformers sets on
+    checkpointed modules, read directly: its name for it changed in 5.x); it acts in training only."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+
+
 def checkpointing_active(model: torch.nn.Module) -> bool:
-    """True when transformers' activation checkpointing is on and the model is training (the flag
-    transformers sets on checkpointed modules, read directly: its name for it changed in 5.x)."""
-    return model.training and any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+    """True when transformers' activation checkpointing is on and the model is training."""
+    return model.training and checkpointing_enabled(model)
 
 
 def _pairs_from_shared_batch(prompt_ids, prompt_mask, completion_ids, completion_mask):
@@ -285,6 +298,34 @@ def _units(pairs, share_prompt: bool):
     return units
 
 
+def _place_units(sizes: list[int], row_length: int | None) -> tuple[list[list[int]], int]:
+    """Units of ``sizes`` tokens placed first-fit, longest first, into rows of at most
+    ``max(row_length, longest unit)`` tokens: ``(unit indices of each row, longest row)``."""
+    capacity = max(row_length or 0, max(sizes))
+    rows: list[list[int]] = []
+    fill: list[int] = []
+    for k in sorted(range(len(sizes)), key=lambda k: -sizes[k]):
+        for r, used in enumerate(fill):
+            if used + sizes[k] <= capacity:
+                rows[r].append(k)
+                fill[r] += sizes[k]
+                break
+        else:
+            rows.append([k])
+            fill.append(sizes[k])
+    return rows, max(fill)
+
+
+def packed_positions(pairs, share_prompt: bool = True, row_length: int | None = None) -> int:
+    """Positions (``rows x length``, row-end padding included) of :func:`pack_pairs`' layout, without building it."""
+    if share_prompt:
+        sizes = [len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs]
+    else:
+        sizes = [len(p.prompt_ids) + len(c) for p in pairs for c in (p.chosen_ids, p.rejected_ids)]
+    rows, length = _place_units(sizes, row_length)
+    return len(rows) * length
+
+
 def pack_pairs(pairs, share_prompt: bool = True, row_length: int | None = None, pad_token_id: int = 0) -> PackedBatch:
     """Pack ``pairs`` into rows of at most ``max(row_length, longest unit)`` tokens, no padding between sequences.
 
@@ -294,19 +335,7 @@ def pack_pairs(pairs, share_prompt: bool = True, row_length: int | None = None, 
     the positions they would have after it (the rejected one's restart after the prompt).
     """
     units = _units(pairs, share_prompt)
-    capacity = max(row_length or 0, max(len(u[0]) for u in units))
-    rows: list[list[int]] = []
-    fill: list[int] = []
-    for k in sorted(range(len(units)), key=lambda k: -len(units[k][0])):
-        for r, used in enumerate(fill):
-            if used + len(units[k][0]) <= capacity:
-                rows[r].append(k)
-                fill[r] += len(units[k][0])
-                break
-        else:
-            rows.append([k])
-            fill.append(len(units[k][0]))
-    length = max(fill)
+    rows, length = _place_units([len(u[0]) for u in units], row_length)
     ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
     positions = torch.zeros((len(rows), length), dtype=torch.long)
     unit_of = torch.full((len(rows), length), -1, dtype=torch.long)  # padding: unit -1
@@ -368,7 +397,7 @@ def packed_pair_logprobs(model: torch.nn.Module, packed: PackedBatch, chunk_size
     if attn not in ("sdpa", "eager"):
         raise ValueError(
             f"packed batches need a 4D attention mask: attn_implementation {attn!r} is not supported "
-            "(use sdpa or eager)"
+            "(use sdpa or eager, or DPOConfig(logprob_mode='shared') or 'lean', which need no 4D mask)"
         )
     device = next(model.parameters()).device
     packed = packed.to(device)

@@ -33,6 +33,7 @@ import random
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
@@ -53,10 +54,13 @@ from dpo_utils.checkpoints import (
 from dpo_utils.data import TokenizedPair, collate_pairs, collate_shared_prompt
 from dpo_utils.logprobs import (
     PackedBatch,
+    checkpointing_active,
+    checkpointing_enabled,
     completion_logprobs_lean,
     model_sequence_logprobs,
     pack_pairs,
     packed_pair_logprobs,
+    packed_positions,
     shared_prompt_logprobs,
 )
 from dpo_utils.losses import LOSS_TYPES, OBJECTIVES, allow_non_finite, preference_loss
@@ -69,6 +73,35 @@ from dpo_utils.runtime.precision import (
     resolve_mixed_precision,
 )
 from dpo_utils.runtime.progress import progress_bar
+
+LogprobMode = Literal["auto", "full", "lean", "shared", "packed", "packed-unshared"]
+LOGPROB_MODES = {  # every mode gives the same log-probs and gradients, up to float rounding
+    "auto": "per batch 'shared' or 'packed', by their padding (resolve_logprob_mode); 'packed' under checkpointing",
+    "full": "each sequence prompt + completion, padded, logits at every position (the textbook computation)",
+    "lean": "as 'full', with the LM head on completion positions only, in chunks (no batch x seq x vocab tensor)",
+    "shared": "each prompt once, its key/value cache shared by chosen and rejected (not under checkpointing)",
+    "packed": "prompt + chosen + rejected of each pair packed into rows without padding, block-diagonal attention",
+    "packed-unshared": "as 'packed', with prompt + chosen and prompt + rejected as separate blocks",
+}
+assert tuple(LOGPROB_MODES) == get_args(LogprobMode)
+# "auto" computes a batch packed when packing saves at least this share of the positions the shared
+# layout computes (its padding, beyond the packed rows' own at row ends). Measured with SmolLM2-135M, 4
+# pairs of ~64 + 64 tokens, on a 2-core CPU (docs/speed.md): packed / shared time was 1.17 at no saving
+# and 0.64 at a 37 % saving for whole steps on 2 threads, break-even near 15 % if linear in between;
+# forward + backward on 1 thread, 0.96 at no saving, 0.80-0.94 at 8-19 % and 0.63-0.73 from 22 %.
+# From 20 % both expect packing to win.
+PACKED_MIN_SAVING = 0.2
+SHARED_UNDER_CHECKPOINTING = (
+    "logprob_mode='shared' keeps each prompt's key/value cache, which activation checkpointing cannot keep: "
+    "use logprob_mode='auto' (packed under checkpointing) or 'packed' (the same prompt sharing, in one packed "
+    "forward), or turn activation checkpointing off"
+)
+
+
+def check_logprob_mode(mode) -> None:
+    """Refuse a ``logprob_mode`` that is not one of :data:`LOGPROB_MODES`."""
+    if not isinstance(mode, str) or mode not in LOGPROB_MODES:
+        raise ValueError(f"logprob_mode={mode!r}: choose one of {', '.join(map(repr, LOGPROB_MODES))}")
 
 
 @dataclass
@@ -92,12 +125,8 @@ class DPOConfig:
     save_every: int | None = None
     save_final_model: bool = True  # save_pretrained into output_dir/final at the end
     padding_side: str = "right"
-    share_prompt: bool = True  # prompt computed once for chosen and rejected (prefix sharing)
-    lean_logits: bool = True  # LM head only on completion positions, chunked (same numbers, less memory)
+    logprob_mode: LogprobMode = "auto"  # how a batch is laid out for the forward pass: see LOGPROB_MODES
     logits_chunk_size: int = 256  # completion positions per LM-head chunk
-    padding_free: bool = (
-        False  # sequences packed without padding, block-diagonal attention (dpo_utils.logprobs.pack_pairs)
-    )
     mixed_precision: str | None = None  # "no", "bf16", "fp16"; None: bf16 on recent GPUs, fp16 on a T4, "no" on CPU
     activation_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
     max_consecutive_skips: int = 10  # stop when this many steps in a row had non-finite gradients
@@ -147,12 +176,9 @@ class DPOConfig:
             )
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side={self.padding_side!r}: choose 'left' or 'right'")
-
-    @property
-    def logprob_mode(self) -> str:
-        if self.padding_free:
-            return "packed" if self.share_prompt else "packed-unshared"
-        return "shared" if self.share_prompt else "lean" if self.lean_logits else "full"
+        check_logprob_mode(self.logprob_mode)
+        if self.logprob_mode == "shared" and self.activation_checkpointing:
+            raise ValueError(SHARED_UNDER_CHECKPOINTING)
 
 
 # Range of each numeric setting: (test, what the error says it must be); every value must also be
@@ -185,6 +211,7 @@ TYPE_CHECKS = {  # annotation -> (test, name in the error); bool is an int in Py
     "int": (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"),
     "bool": (lambda v: isinstance(v, bool), "True or False"),
     "str": (lambda v: isinstance(v, str), "a string"),
+    "LogprobMode": (lambda v: isinstance(v, str), "a string"),  # which string: check_logprob_mode
     "None": (lambda v: v is None, "None"),
 }
 
@@ -209,10 +236,44 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped :meth:`DPOTrainer.train`; the message says the step reached and the checkpoint to resume from."""
 
 
+def resolve_logprob_mode(mode: str, pairs: list[TokenizedPair], checkpointing: bool = False) -> str:
+    """The mode that computes ``pairs``: ``mode`` itself, unless it is ``"auto"``.
+
+    ``"auto"`` is ``"packed"`` under activation checkpointing (``checkpointing``: it is on and the
+    model is training), where no key/value cache can be kept. Otherwise it counts the positions each
+    layout would compute: the shared layout pads every prompt to the longest prompt and every
+    completion to the longest completion (``B x (Lp + 2 Lc)``); the packed layout pads row ends only
+    (:func:`~dpo_utils.logprobs.packed_positions`). Packed attention is masked over whole rows and
+    can be the slower at equal positions; ``"auto"`` packs when packing saves at least
+    ``PACKED_MIN_SAVING`` (20 %) of the shared layout's positions, else shares. ``"shared"`` under
+    checkpointing is refused (``ValueError``), not silently changed.
+    """
+    check_logprob_mode(mode)
+    if mode == "shared" and checkpointing:
+        raise ValueError(SHARED_UNDER_CHECKPOINTING)
+    if mode != "auto":
+        return mode
+    if checkpointing:
+        return "packed"
+    longest_prompt = max(len(p.prompt_ids) for p in pairs)
+    longest_completion = max(max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
+    shared = len(pairs) * (longest_prompt + 2 * longest_completion)
+    return "packed" if packed_positions(pairs) <= (1 - PACKED_MIN_SAVING) * shared else "shared"
+
+
+def _concrete(mode: str) -> str:
+    check_logprob_mode(mode)
+    if mode == "auto":
+        raise ValueError("logprob_mode='auto' depends on the batch: resolve it first with resolve_logprob_mode")
+    return mode
+
+
 def collate_batch(
     pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right", mode: str = "full"
 ) -> dict:
-    """The tensors :func:`logprobs_of_batch` needs for ``mode`` (see :func:`batch_logprobs`)."""
+    """The tensors :func:`logprobs_of_batch` needs for ``mode``, a mode other than ``"auto"``
+    (:func:`resolve_logprob_mode` gives the one ``"auto"`` picks for these pairs)."""
+    mode = _concrete(mode)
     if mode.startswith("packed"):
         return vars(pack_pairs(pairs, share_prompt=mode == "packed", pad_token_id=pad_token_id))
     if mode == "shared":
@@ -222,7 +283,8 @@ def collate_batch(
 
 
 def logprobs_of_batch(model, batch: dict, mode: str = "full", chunk_size: int = 256) -> torch.Tensor:
-    """Summed completion log-probs of the ``2B`` sequences of a collated batch, chosen first."""
+    """Summed completion log-probs of the ``2B`` sequences of a batch collated for ``mode``, chosen first."""
+    mode = _concrete(mode)
     if mode.startswith("packed"):
         return packed_pair_logprobs(model, PackedBatch(**batch), chunk_size=chunk_size)
     if mode == "shared":
@@ -242,32 +304,33 @@ def batch_logprobs(
 ):
     """Chosen and rejected sequence log-probs of ``pairs``, chosen and rejected in one pass.
 
-    ``mode``: ``"full"`` (logits everywhere, :func:`~dpo_utils.logprobs.model_sequence_logprobs`),
-    ``"lean"`` (LM head on completion tokens only) or ``"shared"`` (lean, and each prompt computed
-    once for both completions). All three give the same values and gradients.
+    ``mode``: one of :data:`LOGPROB_MODES` (``"auto"`` is resolved for these pairs by
+    :func:`resolve_logprob_mode`, as the trainer resolves it). All give the same values and gradients.
     Returns ``(chosen, rejected, token_counts)``; ``token_counts`` has the completion lengths
     of all ``2B`` sequences, chosen first.
     """
     device = next(model.parameters()).device
+    mode = resolve_logprob_mode(mode, pairs, checkpointing_active(model))
     batch = {k: v.to(device) for k, v in collate_batch(pairs, pad_token_id, padding_side, mode).items()}
     logps = logprobs_of_batch(model, batch, mode, chunk_size)
     return logps[: len(pairs)], logps[len(pairs) :], batch["completion_mask"].sum(-1)
 
 
 class PolicyLogprobs(torch.nn.Module):
-    """The policy as a module whose forward maps a collated batch to sequence log-probs.
+    """The policy as a module whose forward maps a batch collated for ``mode`` to sequence log-probs.
 
-    The lean and shared modes call the decoder and the LM head separately, bypassing the
+    The lean, shared and packed modes call the decoder and the LM head separately, bypassing the
     model's own ``forward``; wrapping the whole computation in one module is what lets
-    distributed data parallelism (which hooks ``forward``) see it.
+    distributed data parallelism (which hooks ``forward``) see it. ``mode`` is given per batch,
+    since ``"auto"`` resolves differently from batch to batch.
     """
 
-    def __init__(self, model, mode: str, chunk_size: int):
+    def __init__(self, model, chunk_size: int):
         super().__init__()
-        self.model, self.mode, self.chunk_size = model, mode, chunk_size
+        self.model, self.chunk_size = model, chunk_size
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        return logprobs_of_batch(self.model, batch, self.mode, self.chunk_size)
+    def forward(self, batch: dict, mode: str) -> torch.Tensor:
+        return logprobs_of_batch(self.model, batch, mode, self.chunk_size)
 
 
 @torch.no_grad()
@@ -355,7 +418,7 @@ def reference_batching(n_pairs: int, config: DPOConfig, num_processes: int = 1) 
     (:func:`first_epoch_layout`), padding side, log-prob mode and LM-head chunk. In half precision
     each of them changes how a log-prob rounds."""
     mode = config.logprob_mode
-    if config.activation_checkpointing and mode == "shared":  # what shared_prompt_logprobs runs under checkpointing
+    if config.activation_checkpointing and mode == "auto":  # what the training forwards resolve it to
         mode = "packed"
     return {
         "layout": first_epoch_layout(n_pairs, config, num_processes),
@@ -481,7 +544,9 @@ class DPOTrainer:
             model.get_decoder().compile(dynamic=True)
         torch.manual_seed(config.seed)
         model.to(self.device)
-        self.module = self.accelerator.prepare(PolicyLogprobs(model, config.logprob_mode, config.logits_chunk_size))
+        if config.logprob_mode == "shared" and checkpointing_enabled(model):  # switched on outside the config
+            raise ValueError(SHARED_UNDER_CHECKPOINTING)
+        self.module = self.accelerator.prepare(PolicyLogprobs(model, config.logits_chunk_size))
         self.optimizer = self._adamw([p for p in model.parameters() if p.requires_grad])
         warmup = max(config.warmup_steps, 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
@@ -540,10 +605,11 @@ class DPOTrainer:
     def _pair_loss(self, chunk: list[int], values: dict) -> torch.Tensor:
         """Summed loss of the pairs ``chunk``; their per-pair metrics are appended to ``values``."""
         cfg = self.config
-        batch = collate_batch([self.pairs[i] for i in chunk], self.pad_id, cfg.padding_side, cfg.logprob_mode)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        pairs = [self.pairs[i] for i in chunk]
+        mode = resolve_logprob_mode(cfg.logprob_mode, pairs, checkpointing_active(self.model))
+        batch = {k: v.to(self.device) for k, v in collate_batch(pairs, self.pad_id, cfg.padding_side, mode).items()}
         with autocast(self.device, self.mixed_precision):
-            logps = self.module(batch).float()
+            logps = self.module(batch, mode).float()
         chosen, rejected = logps[: len(chunk)], logps[len(chunk) :]
         counts = batch["completion_mask"].sum(-1)
         ref_chosen = ref_rejected = None

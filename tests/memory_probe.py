@@ -29,7 +29,7 @@ def high_water_mark() -> int:
     raise RuntimeError("/proc/self/status has no VmHWM line")
 
 
-def main(share_prompt: bool, lean_logits: bool) -> None:
+def main(mode: str) -> None:
     config = LlamaConfig(
         vocab_size=16384,
         hidden_size=256,
@@ -52,7 +52,7 @@ def main(share_prompt: bool, lean_logits: bool) -> None:
         model,
         TinyTokenizer(),
         pairs,
-        DPOConfig(batch_size=PAIRS, share_prompt=share_prompt, lean_logits=lean_logits, mixed_precision="no"),
+        DPOConfig(batch_size=PAIRS, logprob_mode=mode, mixed_precision="no"),
     )
     trainer.train_step()  # AdamW state exists from here on
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -66,10 +66,10 @@ def main(share_prompt: bool, lean_logits: bool) -> None:
     before = psutil.Process().memory_info().rss
     trainer.train_step()
     peak = high_water_mark()
-    tokens, completion = step_tokens(PAIRS, PROMPT, COMPLETION, share_prompt)
-    estimate = training_memory(config, tokens, completion, mixed_precision="no", lean_logits=lean_logits)
+    tokens, completion = step_tokens(PAIRS, PROMPT, COMPLETION, mode)
+    estimate = training_memory(config, tokens, completion, mixed_precision="no", logprob_mode=mode)
     print(json.dumps({"measured": peak - before + weights + adam, "estimate": estimate}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] == "shared", sys.argv[2] == "lean")
+    main(sys.argv[1])

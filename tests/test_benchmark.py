@@ -76,6 +76,30 @@ def test_log_normal_lengths_have_the_requested_mean_and_are_fixed_by_the_seed():
     assert b.batch_lengths("fixed", 3, 64, 32) == [(64, 32, 32)] * 3
 
 
+def test_default_config_is_dpo_utils_defaults_and_auto_shares_fixed_and_packs_log_normal_batches():
+    """The benchmark's plain dpo_utils runs DPOConfig's defaults; on its default batches (4 pairs of ~64 + 64
+    tokens) the default logprob_mode, "auto", shares the prompt when lengths are fixed and packs log-normal ones."""
+    from transformers import AutoTokenizer
+
+    from dpo_utils.data import prepare_preference_data
+    from dpo_utils.models import offline_model_dir
+    from dpo_utils.trainer import DPOConfig, resolve_logprob_mode
+
+    b = bench()
+    assert b.LOGPROB_MODES["dpo_utils"] == DPOConfig().logprob_mode == "auto"
+    assert set(b.LOGPROB_MODES) == {name for name in b.CONFIGS if name.startswith("dpo_utils")}
+    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
+    picked = {}
+    for kind in ("fixed", "lognormal"):
+        lengths = b.batch_lengths(kind, 4, 64, 64)
+        longest = max(max(t) for t in lengths)
+        pairs, _ = prepare_preference_data(
+            b.make_rows(lengths), tokenizer, max_prompt_length=4 * longest, max_completion_length=4 * longest
+        )
+        picked[kind] = resolve_logprob_mode("auto", pairs)
+    assert picked == {"fixed": "shared", "lognormal": "packed"}
+
+
 @pytest.mark.parametrize(
     "name,peak",
     [

@@ -234,7 +234,7 @@ def test_t4_code_path_gradient_checkpointing_with_lora_gives_the_same_step():
             enable_activation_checkpointing(policy)
             assert any(getattr(module, "gradient_checkpointing", False) for module in policy.modules())
         config = DPOConfig(
-            beta=0.5, learning_rate=1e-2, batch_size=8, micro_batch_size=2, max_steps=2, share_prompt=False
+            beta=0.5, learning_rate=1e-2, batch_size=8, micro_batch_size=2, max_steps=2, logprob_mode="lean"
         )
         trainer = DPOTrainer(policy, TinyTokenizer(), pairs, config)
         rows = [trainer.train_step() for _ in range(2)]

@@ -43,14 +43,14 @@ def test_lean_logprobs_match_full_logits_in_value_and_gradient(make_model, chunk
 @pytest.mark.parametrize(
     "speedup",
     [
-        {"lean_logits": True},
-        {"lean_logits": True, "share_prompt": True},
+        {"logprob_mode": "lean"},
+        {"logprob_mode": "shared"},
         {"fused_adamw": True},
         {"compile": True},
-        {"padding_free": True, "share_prompt": False},
-        {"padding_free": True, "share_prompt": True},
-        {"share_prompt": True, "checkpointing": True},
-        {"padding_free": True, "share_prompt": True, "checkpointing": True},
+        {"logprob_mode": "packed-unshared"},
+        {"logprob_mode": "packed"},
+        {"logprob_mode": "auto", "checkpointing": True},
+        {"logprob_mode": "packed", "checkpointing": True},
     ],
     ids=[
         "lean",
@@ -59,7 +59,7 @@ def test_lean_logprobs_match_full_logits_in_value_and_gradient(make_model, chunk
         "compile",
         "padding-free",
         "padding-free-shared",
-        "shared-checkpointed",
+        "auto-checkpointed",
         "padding-free-shared-checkpointed",
     ],
 )
@@ -75,7 +75,7 @@ def test_training_step_is_the_same_with_each_speedup(speedup, monkeypatch):
     monkeypatch.setattr(dpo_utils.logprobs, "packed_pair_logprobs", spy)
     monkeypatch.setattr(dpo_utils.trainer, "packed_pair_logprobs", spy)
     models = []
-    baseline = {"share_prompt": False, "lean_logits": False, "fused_adamw": False, "compile": False}
+    baseline = {"logprob_mode": "full", "fused_adamw": False, "compile": False}
     for options in (baseline, baseline | speedup):
         options = dict(options)
         model = tiny_llama()
@@ -87,7 +87,7 @@ def test_training_step_is_the_same_with_each_speedup(speedup, monkeypatch):
         models.append((model, rows[-1]["loss"]))
     assert abs(models[0][1] - models[1][1]) < 1e-5
     assert bool(packed_calls) == bool(
-        speedup.get("padding_free") or speedup.get("checkpointing")
+        speedup.get("logprob_mode", "").startswith("packed") or speedup.get("checkpointing")
     )  # the packed path ran
     if speedup.get("compile"):
         assert models[1][0].get_decoder()._compiled_call_impl is not None  # the compiled decoder really ran
@@ -240,3 +240,64 @@ def test_lean_logprobs_use_the_body_when_get_decoder_returns_the_whole_model():
     batch = collate_pairs(pairs, 0)
     args = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
     assert_same(expected, value_and_grads(model, lambda m: completion_logprobs_lean(m, *args, chunk_size=3), weights))
+
+
+# --- logprob_mode="auto": shared or packed per batch, by padding; same numbers as every mode ---
+
+
+def varied_pair(k):
+    """One pair whose completions differ widely in length: the shared layout pads the short one."""
+    return TokenizedPair([3 + k, 4, 5], [6 + k, 2], [7 + k, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 2])
+
+
+def test_auto_mode_shares_equal_lengths_and_packs_widely_varying_ones():
+    from dpo_utils.trainer import resolve_logprob_mode
+    from tests.helpers import make_pairs
+
+    equal = make_pairs()  # every pair 4 + 4 + 6 tokens: packing would save 1/8 of the positions
+    varied = uneven_pairs() + [varied_pair(k) for k in range(4)]
+    assert resolve_logprob_mode("auto", equal) == "shared"
+    assert resolve_logprob_mode("auto", varied) == "packed"
+    assert resolve_logprob_mode("auto", [varied_pair(0)]) == "packed"
+    assert resolve_logprob_mode("auto", equal, checkpointing=True) == "packed"  # no KV cache under checkpointing
+    assert resolve_logprob_mode("lean", varied) == "lean"  # an explicit mode is kept
+    with pytest.raises(ValueError, match="logprob_mode='shared' keeps"):
+        resolve_logprob_mode("shared", equal, checkpointing=True)
+
+
+def test_auto_mode_trains_as_every_explicit_mode(monkeypatch):
+    """One pair per micro-batch: pairs of equal lengths run shared, the others packed, within one step."""
+    import dpo_utils.trainer
+    from dpo_utils.trainer import DPOConfig, DPOTrainer
+    from tests.helpers import TinyTokenizer, make_pairs
+
+    pairs = [p for both in zip(make_pairs(4), [varied_pair(k) for k in range(4)]) for p in both]
+    modes = []
+    run = dpo_utils.trainer.logprobs_of_batch
+    monkeypatch.setattr(
+        dpo_utils.trainer,
+        "logprobs_of_batch",
+        lambda model, batch, mode, *a: modes.append(mode) or run(model, batch, mode, *a),
+    )
+    results = {}
+    for mode in ("full", "shared", "packed", "auto"):
+        modes.clear()
+        model = tiny_llama()
+        config = DPOConfig(beta=0.5, learning_rate=1e-2, batch_size=8, micro_batch_size=1, logprob_mode=mode)
+        trainer = DPOTrainer(model, TinyTokenizer(), pairs, config)
+        rows = [trainer.train_step() for _ in range(2)]
+        results[mode] = (rows[-1]["loss"], model)
+        assert set(modes) == ({"shared", "packed"} if mode == "auto" else {mode})  # reference pass and training
+    for mode in ("shared", "packed", "auto"):
+        assert abs(results[mode][0] - results["full"][0]) < 1e-5
+        for p, q in zip(results["full"][1].parameters(), results[mode][1].parameters()):
+            assert torch.allclose(p, q, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["auto", "lean", "shared", "packed", "packed-unshared"])
+def test_reference_logprobs_are_the_same_in_every_mode(mode):
+    from dpo_utils.trainer import compute_reference_logprobs
+
+    pairs = uneven_pairs() + [varied_pair(0)]
+    full = compute_reference_logprobs(tiny_llama(), pairs, 0, batch_size=2, mode="full")
+    assert torch.allclose(compute_reference_logprobs(tiny_llama(), pairs, 0, batch_size=2, mode=mode), full, atol=1e-5)

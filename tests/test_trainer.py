@@ -140,12 +140,34 @@ def test_settings_that_cannot_train_are_refused(settings, message):
         ({"beta": "0.1"}, "beta='0.1' must be a number, not str"),
         ({"learning_rate": "5e-6"}, "learning_rate='5e-6' must be a number, not str"),
         ({"micro_batch_size": 2.0}, "micro_batch_size=2.0 must be an integer or None, not float"),
-        ({"share_prompt": 1}, "share_prompt=1 must be True or False, not int"),
+        ({"activation_checkpointing": 1}, "activation_checkpointing=1 must be True or False, not int"),
+        ({"logprob_mode": 1}, "logprob_mode=1 must be a string, not int"),
     ],
 )
 def test_settings_of_the_wrong_type_are_refused(settings, message):
     with pytest.raises(TypeError, match=message):
         DPOConfig(**settings)
+
+
+def test_an_unknown_logprob_mode_is_refused_with_the_choices():
+    with pytest.raises(ValueError) as error:
+        DPOConfig(logprob_mode="padding-free")
+    assert str(error.value) == (
+        "logprob_mode='padding-free': choose one of 'auto', 'full', 'lean', 'shared', 'packed', 'packed-unshared'"
+    )
+
+
+def test_shared_prompt_cache_under_activation_checkpointing_is_refused_not_changed():
+    """A key/value cache cannot live through checkpointing: 'shared' is refused, in the config and when the
+    model's checkpointing was switched on outside it; 'auto' and 'packed' share the prompt in a packed forward."""
+    with pytest.raises(ValueError, match="logprob_mode='shared' keeps each prompt's key/value cache"):
+        DPOConfig(logprob_mode="shared", activation_checkpointing=True)
+    model = tiny_llama()
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    with pytest.raises(ValueError, match="use logprob_mode='auto' \\(packed under checkpointing\\)"):
+        DPOTrainer(model, TinyTokenizer(), make_pairs(), DPOConfig(logprob_mode="shared"))
+    for mode in ("auto", "packed"):
+        DPOConfig(logprob_mode=mode, activation_checkpointing=True)
 
 
 def test_a_changed_copy_is_checked_too():

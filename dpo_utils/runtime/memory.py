@@ -3,8 +3,9 @@ measured peaks.
 
 For a decoder of :math:`L` layers, hidden size :math:`h`, MLP size :math:`i`, vocabulary
 :math:`V`, with :math:`N` parameters of which :math:`N_t` are trained, a micro-batch of
-:math:`T` tokens (with prompt sharing: prompt + chosen + rejected per pair; without: chosen
-and rejected sequences, each prompt + completion) of which :math:`T_c` are completion tokens,
+:math:`T` tokens (with prompt sharing, ``logprob_mode`` ``"auto"``, ``"shared"`` or ``"packed"``:
+prompt + chosen + rejected per pair; without: chosen and rejected sequences, each prompt +
+completion) of which :math:`T_c` are completion tokens,
 compute in :math:`c` bytes (2 under bf16/fp16 autocast, 4 in fp32) and frozen weights stored
 in :math:`w` bytes:
 
@@ -23,8 +24,8 @@ in the compute dtype, the inputs of the attention and MLP projections, the atten
 and the MLP's gate, up, activation and product (:math:`\approx 4h + 4i` values). With
 activation checkpointing only each layer's fp32 input is kept (:math:`4h` per token and
 layer) and one layer is recomputed at a time. Logits: :math:`T_V` positions get a
-:math:`V`-wide row in the compute dtype plus fp32 log-softmax and its gradient; with the lean
-head :math:`T_V` is one chunk of completion positions, without it every token.
+:math:`V`-wide row in the compute dtype plus fp32 log-softmax and its gradient: one chunk of
+completion positions in every ``logprob_mode`` but ``"full"``, every token in ``"full"``.
 
 The formula ignores the CUDA context (~0.5 GB), allocator fragmentation and attention
 workspaces: keep a margin. ``tests/test_memory.py`` compares it with peaks measured on CPU.
@@ -45,12 +46,16 @@ def parameter_count(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+SHARING_MODES = ("auto", "shared", "packed")  # logprob modes that compute each prompt once
+
+
 def step_tokens(
-    micro_batch_pairs: int, prompt_length: int, completion_length: int, share_prompt: bool
+    micro_batch_pairs: int, prompt_length: int, completion_length: int, logprob_mode: str = "auto"
 ) -> tuple[int, int]:
-    """``(T, T_c)``: tokens and completion tokens of one micro-batch at the given lengths."""
+    """``(T, T_c)``: tokens and completion tokens of one micro-batch at the given lengths, computed
+    in ``logprob_mode`` (:class:`~dpo_utils.trainer.DPOConfig`'s)."""
     completions = 2 * micro_batch_pairs * completion_length
-    prompts = micro_batch_pairs * prompt_length * (1 if share_prompt else 2)
+    prompts = micro_batch_pairs * prompt_length * (1 if logprob_mode in SHARING_MODES else 2)
     return prompts + completions, completions
 
 
@@ -62,12 +67,13 @@ def training_memory(
     mixed_precision: str = "bf16",
     frozen_weight_bytes: int = 4,
     checkpointing: bool = False,
-    lean_logits: bool = True,
+    logprob_mode: str = "auto",
     chunk_size: int = 256,
 ) -> dict[str, float]:
     """The terms of the formula above, in bytes, and their ``"total"``.
 
     ``trainable``: trained parameters (default: all, full fine-tuning; LoRA: the adapters).
+    ``logprob_mode``: :class:`~dpo_utils.trainer.DPOConfig`'s (``"full"`` computes logits at every token).
     """
     n = parameter_count(config)
     n_t = n if trainable is None else trainable
@@ -78,7 +84,7 @@ def training_memory(
         activations = tokens * layers * 4 * h + tokens * per_layer
     else:
         activations = tokens * layers * per_layer
-    logit_positions = min(chunk_size, completion_tokens) if lean_logits else tokens
+    logit_positions = tokens if logprob_mode == "full" else min(chunk_size, completion_tokens)
     terms = {
         "weights": 4 * n_t + frozen_weight_bytes * (n - n_t),
         "gradients": 4 * n_t,

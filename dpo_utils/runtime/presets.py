@@ -195,9 +195,7 @@ def pick_preset(name: str | None = None) -> RunPreset:
 def preset_memory(preset: RunPreset) -> dict[str, float]:
     """:func:`dpo_utils.runtime.memory.training_memory` of one step at the preset's full lengths."""
     config = architecture_config(preset.architecture)
-    tokens, completion = step_tokens(
-        preset.micro_batch_size, preset.max_prompt_length, preset.max_completion_length, True
-    )
+    tokens, completion = step_tokens(preset.micro_batch_size, preset.max_prompt_length, preset.max_completion_length)
     trainable = None
     if preset.lora_rank:  # all-linear LoRA: r x (in + out) per projection
         h, i, kv = (
@@ -216,5 +214,4 @@ def preset_memory(preset: RunPreset) -> dict[str, float]:
         preset.mixed_precision,
         frozen_bytes,
         preset.activation_checkpointing,
-        lean_logits=True,
     )
