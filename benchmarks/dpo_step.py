@@ -273,8 +273,8 @@ def worker(name, lengths_kind, args):
     import torch
 
     from dpo_utils.data import collate_pairs, prepare_preference_data
+    from dpo_utils.logprob_modes import batch_logprobs
     from dpo_utils.losses import dpo_loss
-    from dpo_utils.trainer import batch_logprobs
 
     torch.manual_seed(0)
     model, tokenizer = load(args)

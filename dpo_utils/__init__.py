@@ -15,6 +15,9 @@ never imports them back. :mod:`dpo_utils.tools` holds the command-line tools. On
 - ``data``           preference data for training: tokenized as TRL does, collated into batches
 - ``checks``         check preference data before training, and print a short report
 - ``trainer``        a small, readable DPO training loop (and Preferred-FT, its SFT baseline)
+- ``logprob_modes``  how a batch of pairs goes through the model: the log-prob modes, and "auto", which picks one
+- ``reference``      the reference's log-probs of the training pairs: computed once, and when they may be reused
+- ``training_checks`` what the trainer refuses before any work: settings, inputs, trained weights not in fp32
 - ``checkpoints``    checkpoints of a run: atomic writes, fingerprints, resume and load only the run's own
 - ``numerics``       non-finite logits or log-probs and degenerate samples: a clear error with advice
 - ``intervals``      uncertainty with the prompt as the unit: standard errors, bootstrap and paired intervals

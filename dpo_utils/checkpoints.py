@@ -26,6 +26,9 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from dpo_utils.numerics import non_finite_weights
+from dpo_utils.reference import ReferenceLogprobs, checked_reference
+
 CHECKPOINT_DIR, STATE_FILE, HISTORY_FILE, FINAL_DIR = "checkpoint", "state.pt", "history.json", "final"
 # Settings that do not change what a step computes: a run may be resumed with other values.
 RESUMABLE_CHANGES = ("max_steps", "save_every", "save_final_model")
@@ -140,6 +143,90 @@ def _stale_reason(state: dict, config, model_digest: str) -> str:
     ]
     differences = "; ".join(changed) or "same settings, different pairs"
     return f"a run with other settings or other data (its config: {differences})"
+
+
+def save_checkpoint(trainer, keep_optimizer: bool = True) -> bool:
+    """Write everything a :class:`~dpo_utils.trainer.DPOTrainer` needs to resume into ``output_dir/checkpoint``,
+    atomically (:func:`write_state`). Weights that are no longer finite are never written: it returns
+    ``False`` and the previous checkpoint stays.
+
+    The state holds tensors and plain Python values only (numbers, strings, lists, dicts), so that
+    :func:`load_checkpoint` reads it with ``torch.load(weights_only=True)``. A finished run drops the
+    optimizer state; extending it later (a larger ``max_steps``) restarts AdamW's moment estimates from zero.
+    """
+    if non_finite_weights(trainer.model):  # broken weights never replace a good checkpoint
+        return False
+    trainer.accelerator.wait_for_everyone()
+    mark_saved = lambda: setattr(trainer, "saved_step", trainer.step)
+    if trainer.accelerator.is_main_process:
+        state = {
+            "step": trainer.step,
+            "model": trainer.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict() if keep_optimizer else None,
+            "scheduler": trainer.scheduler.state_dict(),
+            "scaler": trainer.scaler.state_dict(),
+            "history": trainer.history,
+            "skipped_steps": trainer.skipped_steps,
+            "reference_logps": None if trainer.reference_logps is None else vars(trainer.reference_logps),
+            "config": asdict(trainer.config),
+            "fingerprint": run_fingerprint(trainer.config, trainer.pairs, trainer.model_digest),
+            "model_fingerprint": trainer.model_digest,
+            "model_fingerprint_version": MODEL_FINGERPRINT_VERSION,
+        }
+        write_state(trainer.output_dir / CHECKPOINT_DIR, state, trainer.history, on_state_written=mark_saved)
+    mark_saved()
+    return True
+
+
+def load_checkpoint(trainer) -> None:
+    """Resume ``trainer`` from ``output_dir/checkpoint``, after checking that it is a checkpoint of its run
+    (:func:`check_run`). Only tensors and plain values are unpickled (:func:`load_state`). ``state.pt`` holds
+    the history too: a ``history.json`` left behind by a save interrupted between its two renames is
+    rewritten from it, and stray ``.tmp`` files are removed."""
+    path = state_path(trainer.output_dir)
+    # accelerate's CPU device under torchrun is "cpu:0", which torch.load cannot restore to
+    state = load_state(path, "cpu" if trainer.device.type == "cpu" else trainer.device)
+    check_run(state, path, trainer.config, trainer.pairs, trainer.model_digest)
+    trainer.model.load_state_dict(state["model"])
+    if state["optimizer"] is not None:
+        trainer.optimizer.load_state_dict(state["optimizer"])
+    elif state["step"] < trainer.config.max_steps:
+        print("the checkpoint is of a finished run, without optimizer state: AdamW's moments restart from zero")
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.scaler.load_state_dict(state["scaler"])
+    trainer.step, trainer.history = state["step"], state["history"]
+    saved = state["reference_logps"]
+    try:
+        saved = None if saved is None else ReferenceLogprobs(**saved)
+        trainer.reference_logps = checked_reference(saved, len(trainer.pairs), trainer.mixed_precision)
+    except ValueError as error:
+        raise StaleCheckpointError(f"{path}: {error}") from None
+    trainer.skipped_steps, trainer.saved_step = state["skipped_steps"], state["step"]
+    if trainer.accelerator.is_main_process:
+        repair_folder(path.parent, trainer.history)
+        print(f"resumed from {path.parent} at step {trainer.step}")
+
+
+def save_reached(trainer, until: int, trained: bool) -> None:
+    """Checkpoint ``trainer`` at step ``until`` (a finished run without Adam's moments, 2x the weights) and, at
+    ``max_steps``, write ``final/``; a run loaded as it was writes nothing again (but a ``final/`` it lacks)."""
+    finished = until == trainer.config.max_steps
+    if trained or trainer.saved_step != trainer.step:
+        trainer.save_checkpoint(keep_optimizer=not finished)
+    wanted = finished and trainer.config.save_final_model and trainer.accelerator.is_main_process
+    if wanted and (trained or not (trainer.output_dir / FINAL_DIR).exists()):
+        save_final(trainer.model, trainer.tokenizer, trainer.output_dir, trainer.step)
+
+
+def resume_hint(trainer) -> str:
+    """What a Ctrl-C leaves: the step reached, and where a new ``train()`` starts from."""
+    stopped = f"stopped at step {trainer.step} of {trainer.config.max_steps}"
+    folder = trainer.output_dir / CHECKPOINT_DIR if trainer.output_dir else None
+    if folder is None:
+        return f"{stopped}; no output_dir, so no checkpoint was written and a new run starts over"
+    if trainer.saved_step is None:
+        return f"{stopped}; no checkpoint was written yet to {folder}, so a new run starts over"
+    return f"{stopped}; run again to resume from the checkpoint of step {trainer.saved_step} in {folder}"
 
 
 def load_finished_run(model, pairs, config, output_dir) -> list[dict]:

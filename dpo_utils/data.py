@@ -11,6 +11,7 @@ completion's trailing EOS is not warned about: TRL keeps it).
 from __future__ import annotations
 
 import numbers
+import random
 import warnings
 from dataclasses import dataclass, field
 
@@ -319,3 +320,13 @@ def collate_shared_prompt(pairs: list[TokenizedPair], pad_token_id: int) -> dict
         "completion_ids": torch.tensor([right(c, completion_len, pad_token_id) for c in completions]),
         "completion_mask": torch.tensor([right([1] * len(c), completion_len, 0) for c in completions]),
     }
+
+
+def batch_indices(step: int, n_pairs: int, batch_size: int, seed: int) -> list[int]:
+    """The pair indices of optimizer step ``step``: a fresh shuffle each epoch, fixed by ``seed``."""
+    per_epoch = max(n_pairs // batch_size, 1)
+    epoch, position = divmod(step, per_epoch)
+    order = list(range(n_pairs))
+    random.Random(seed * 100_003 + epoch).shuffle(order)
+    start = position * batch_size
+    return [order[(start + k) % n_pairs] for k in range(batch_size)]

@@ -24,10 +24,10 @@ from dpo_utils.intervals import (
 )
 from dpo_utils.lora import reference_of
 from dpo_utils.losses import dpo_loss
+from dpo_utils.reference import ReferenceLogprobs, compute_reference_logprobs
 from dpo_utils.runtime.precision import resolve_mixed_precision
 from dpo_utils.sampling import lengths_and_caps, sample_completions, sequence_logprobs_of
 from dpo_utils.sentiment import vader_reward
-from dpo_utils.trainer import ReferenceLogprobs, compute_reference_logprobs
 
 
 def evaluate_policy(
@@ -159,9 +159,9 @@ def pair_logratios(
     """``(n_pairs, 2)`` log-ratios :math:`\\log\\pi(y|x) - \\log\\pi_{ref}(y|x)` of chosen and rejected.
 
     ``reference_logps`` holds the reference's ``(chosen, rejected)`` log-probs of the same ``pairs``
-    (a tensor, or a :class:`~dpo_utils.trainer.ReferenceLogprobs`, whose precision is then used). The policy's are
+    (a tensor, or a :class:`~dpo_utils.reference.ReferenceLogprobs`, whose precision is then used). The policy's are
     computed by
-    :func:`~dpo_utils.trainer.compute_reference_logprobs` with ``logprob_options`` (``padding_side``,
+    :func:`~dpo_utils.reference.compute_reference_logprobs` with ``logprob_options`` (``padding_side``,
     ``mode``, ``chunk_size``, ``mixed_precision``): with the options the reference log-probs were
     computed with, an untrained copy of the reference gives exactly 0.
     """

@@ -21,8 +21,9 @@ from dpo_utils.checkpoints import load_finished_run, state_path
 from dpo_utils.data import prepare_preference_data
 from dpo_utils.pairing import best_vs_worst_rows
 from dpo_utils.preference_rows import save_preference_jsonl
+from dpo_utils.reference import reference_logprobs
 from dpo_utils.sampling import sample_completions
-from dpo_utils.trainer import DPOTrainer, reference_logprobs
+from dpo_utils.trainer import DPOTrainer
 
 
 def on_policy_rows(

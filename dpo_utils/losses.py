@@ -197,12 +197,17 @@ def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, 
     return DPOLossOutput(losses, (lam * chosen_avg_logps).detach(), (lam * rejected_avg_logps).detach())
 
 
+# The settings of a DPOConfig that preference_loss takes, by name
+LOSS_SETTINGS = ("beta", "loss_type", "label_smoothing", "nll_weight", "simpo_gamma")
+
+
 def preference_loss(
     objective: str,
     chosen_logps,
     rejected_logps,
     chosen_lengths,
     rejected_lengths,
+    *,
     ref_chosen_logps=None,
     ref_rejected_logps=None,
     beta: float = 0.1,

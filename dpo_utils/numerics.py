@@ -93,3 +93,8 @@ def check_not_degenerate(completions: list[list[int]], mixed_precision: str, mod
             f"{degenerate} of {len(completions)} samples are mostly one repeated token. "
             + precision_advice(mixed_precision, model)
         )
+
+
+def non_finite_weights(model) -> list[str]:
+    """The names of ``model``'s parameters that hold an inf or NaN (weights a step broke)."""
+    return [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]

@@ -97,7 +97,17 @@ def tabular_dpo_loss(
     ref_chosen = ref_logp[:, :, None].expand(-1, -1, n_responses)
     ref_rejected = ref_logp[:, None, :].expand(-1, n_responses, -1)
     ones = torch.ones_like(chosen)
-    out = preference_loss(objective, chosen, rejected, ones, ones, ref_chosen, ref_rejected, beta=beta, **loss_kwargs)
+    out = preference_loss(
+        objective,
+        chosen,
+        rejected,
+        ones,
+        ones,
+        ref_chosen_logps=ref_chosen,
+        ref_rejected_logps=ref_rejected,
+        beta=beta,
+        **loss_kwargs,
+    )
     return (counts * out.losses).sum() / counts.sum()
 
 

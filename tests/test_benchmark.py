@@ -82,8 +82,9 @@ def test_default_config_is_dpo_utils_defaults_and_auto_shares_fixed_and_packs_lo
     from transformers import AutoTokenizer
 
     from dpo_utils.data import prepare_preference_data
+    from dpo_utils.logprob_modes import resolve_logprob_mode
     from dpo_utils.runtime.model_cache import offline_model_dir
-    from dpo_utils.trainer import DPOConfig, resolve_logprob_mode
+    from dpo_utils.trainer import DPOConfig
 
     b = bench()
     assert b.LOGPROB_MODES["dpo_utils"] == DPOConfig().logprob_mode == "auto"

@@ -16,8 +16,9 @@ from dpo_utils.evaluation import (
     pair_logratios,
 )
 from dpo_utils.intervals import mean_with_prompt_interval
+from dpo_utils.logprob_modes import batch_logprobs
 from dpo_utils.plotting import plot_logratios
-from dpo_utils.trainer import DPOConfig, DPOTrainer, batch_logprobs
+from dpo_utils.trainer import DPOConfig, DPOTrainer
 from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
 CONFIG = dict(beta=0.5, learning_rate=1e-2, batch_size=4, max_steps=3)

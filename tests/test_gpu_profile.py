@@ -12,12 +12,13 @@ from dpo_utils.checkpoints import StaleCheckpointError
 from dpo_utils.data import prepare_preference_data
 from dpo_utils.iterative import run_rounds
 from dpo_utils.numerics import NumericalFailureError, check_not_degenerate
+from dpo_utils.reference import ReferenceLogprobs, compute_reference_logprobs, reference_logprobs
 from dpo_utils.runtime.config import DATA_DIR
 from dpo_utils.runtime.models import DEFAULT_MODEL, ensure_pad_token, pick_device_and_dtype, resolve_model_path
 from dpo_utils.runtime.precision import GPU_PROFILE_VARIABLE, default_mixed_precision, gpu_profile
 from dpo_utils.runtime.presets import hardware_preset_name, pick_preset
 from dpo_utils.sampling import sample_completions, sequence_logprobs_of
-from dpo_utils.trainer import DPOConfig, DPOTrainer, ReferenceLogprobs, compute_reference_logprobs, reference_logprobs
+from dpo_utils.trainer import DPOConfig, DPOTrainer
 from tests.helpers import TinyTokenizer, make_pairs
 
 PRECISIONS = ("no", "bf16", "fp16")

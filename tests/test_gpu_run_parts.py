@@ -10,8 +10,9 @@ from dpo_utils.evaluation import heldout_preference_metrics
 from dpo_utils.hub_data import extract_prompt, fits, load_preference_splits, split_by_prompt
 from dpo_utils.judging import win_rate
 from dpo_utils.lora import attach_lora, reference_of, trainable_parameters
+from dpo_utils.reference import compute_reference_logprobs
 from dpo_utils.runtime.presets import PRESETS, SHIPPED_DATASET, pick_preset
-from dpo_utils.trainer import DPOConfig, DPOTrainer, compute_reference_logprobs
+from dpo_utils.trainer import DPOConfig, DPOTrainer
 from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these

@@ -5,7 +5,7 @@ import torch
 
 from dpo_utils.evaluation import heldout_pair_margins, heldout_preference_metrics
 from dpo_utils.losses import dpo_loss
-from dpo_utils.trainer import compute_reference_logprobs
+from dpo_utils.reference import compute_reference_logprobs
 from tests.helpers import make_pairs, tiny_llama
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these

@@ -11,9 +11,10 @@ from dpo_utils.checkpoints import StaleCheckpointError, UnsafeCheckpointError
 from dpo_utils.data import prepare_preference_data
 from dpo_utils.iterative import on_policy_rows, run_rounds
 from dpo_utils.pairing import best_vs_worst_rows
+from dpo_utils.reference import ReferenceLogprobs, reference_logprobs
 from dpo_utils.runtime.models import DEFAULT_MODEL, ensure_pad_token, resolve_model_path
 from dpo_utils.sampling import Sample
-from dpo_utils.trainer import DPOConfig, DPOTrainer, ReferenceLogprobs, reference_logprobs
+from dpo_utils.trainer import DPOConfig, DPOTrainer
 from tests.helpers import plant_checkpoint
 
 PROMPTS = [[{"role": "user", "content": f"Review film {k}."}] for k in range(3)]

@@ -63,8 +63,10 @@ def test_orpo_odds_ratio_by_hand_and_stable_near_zero():
 def test_dpo_with_nll_adds_the_chosen_per_token_nll():
     pc, pr, rc, rr = (torch.tensor([v], dtype=torch.float64) for v in (-12.0, -20.0, -13.0, -19.0))
     lengths = torch.tensor([4.0], dtype=torch.float64)
-    plain = preference_loss("dpo", pc, pr, lengths, lengths, rc, rr, beta=0.1)
-    with_nll = preference_loss("dpo", pc, pr, lengths, lengths, rc, rr, beta=0.1, nll_weight=0.5)
+    plain = preference_loss("dpo", pc, pr, lengths, lengths, ref_chosen_logps=rc, ref_rejected_logps=rr, beta=0.1)
+    with_nll = preference_loss(
+        "dpo", pc, pr, lengths, lengths, ref_chosen_logps=rc, ref_rejected_logps=rr, beta=0.1, nll_weight=0.5
+    )
     assert with_nll.losses.item() == pytest.approx(plain.losses.item() + 0.5 * 12.0 / 4)
     assert torch.equal(with_nll.margins, plain.margins)
 
@@ -76,7 +78,11 @@ def test_simpo_normalises_by_length_and_dpo_does_not():
     simpo = lambda c, nc: preference_loss("simpo", c, torch.tensor([-15.0]), nc, torch.tensor([5.0]), beta=2.0).losses
     assert torch.allclose(simpo(short, n_short), simpo(long_, n_long))
     zero = torch.zeros(1)
-    dpo = lambda c: preference_loss("dpo", c, torch.tensor([-15.0]), n_short, n_short, zero, zero).losses
+    dpo = lambda c: (
+        preference_loss(
+            "dpo", c, torch.tensor([-15.0]), n_short, n_short, ref_chosen_logps=zero, ref_rejected_logps=zero
+        ).losses
+    )
     assert not torch.allclose(dpo(short), dpo(long_))
 
 

@@ -18,12 +18,13 @@ from dpo_utils.best_of_n import evaluate_best_of_n
 from dpo_utils.data import prepare_preference_data
 from dpo_utils.evaluation import evaluate_policy, heldout_preference_metrics
 from dpo_utils.iterative import run_rounds
+from dpo_utils.reference import reference_logprobs
 from dpo_utils.runtime.config import DATA_DIR
 from dpo_utils.runtime.model_cache import offline_model_dir
 from dpo_utils.runtime.models import ensure_pad_token, pick_device_and_dtype
 from dpo_utils.runtime.precision import GPU_PROFILE_VARIABLE
 from dpo_utils.sampling import sample_completions
-from dpo_utils.trainer import DPOConfig, DPOTrainer, reference_logprobs
+from dpo_utils.trainer import DPOConfig, DPOTrainer
 from tests.helpers import small_vocab_chat_tokenizer, tiny_llama
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these

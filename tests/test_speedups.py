@@ -64,8 +64,8 @@ def test_lean_logprobs_match_full_logits_in_value_and_gradient(make_model, chunk
     ],
 )
 def test_training_step_is_the_same_with_each_speedup(speedup, monkeypatch):
+    import dpo_utils.logprob_modes
     import dpo_utils.logprobs
-    import dpo_utils.trainer
     from dpo_utils.trainer import DPOConfig, DPOTrainer
     from tests.helpers import TinyTokenizer, make_pairs
 
@@ -73,7 +73,7 @@ def test_training_step_is_the_same_with_each_speedup(speedup, monkeypatch):
     packed = dpo_utils.logprobs.packed_pair_logprobs
     spy = lambda *args, **kwargs: packed_calls.append(1) or packed(*args, **kwargs)
     monkeypatch.setattr(dpo_utils.logprobs, "packed_pair_logprobs", spy)
-    monkeypatch.setattr(dpo_utils.trainer, "packed_pair_logprobs", spy)
+    monkeypatch.setattr(dpo_utils.logprob_modes, "packed_pair_logprobs", spy)
     models = []
     baseline = {"logprob_mode": "full", "fused_adamw": False, "compile": False}
     for options in (baseline, baseline | speedup):
@@ -251,7 +251,7 @@ def varied_pair(k):
 
 
 def test_auto_mode_shares_equal_lengths_and_packs_widely_varying_ones():
-    from dpo_utils.trainer import resolve_logprob_mode
+    from dpo_utils.logprob_modes import resolve_logprob_mode
     from tests.helpers import make_pairs
 
     equal = make_pairs()  # every pair 4 + 4 + 6 tokens: packing would save 1/8 of the positions
@@ -267,15 +267,15 @@ def test_auto_mode_shares_equal_lengths_and_packs_widely_varying_ones():
 
 def test_auto_mode_trains_as_every_explicit_mode(monkeypatch):
     """One pair per micro-batch: pairs of equal lengths run shared, the others packed, within one step."""
-    import dpo_utils.trainer
+    import dpo_utils.logprob_modes
     from dpo_utils.trainer import DPOConfig, DPOTrainer
     from tests.helpers import TinyTokenizer, make_pairs
 
     pairs = [p for both in zip(make_pairs(4), [varied_pair(k) for k in range(4)]) for p in both]
     modes = []
-    run = dpo_utils.trainer.logprobs_of_batch
+    run = dpo_utils.logprob_modes.logprobs_of_batch
     monkeypatch.setattr(
-        dpo_utils.trainer,
+        dpo_utils.logprob_modes,
         "logprobs_of_batch",
         lambda model, batch, mode, *a: modes.append(mode) or run(model, batch, mode, *a),
     )
@@ -296,7 +296,7 @@ def test_auto_mode_trains_as_every_explicit_mode(monkeypatch):
 
 @pytest.mark.parametrize("mode", ["auto", "lean", "shared", "packed", "packed-unshared"])
 def test_reference_logprobs_are_the_same_in_every_mode(mode):
-    from dpo_utils.trainer import compute_reference_logprobs
+    from dpo_utils.reference import compute_reference_logprobs
 
     pairs = uneven_pairs() + [varied_pair(0)]
     full = compute_reference_logprobs(tiny_llama(), pairs, 0, batch_size=2, mode="full")

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from dpo_utils.checkpoints import StaleCheckpointError
+from dpo_utils.logprob_modes import batch_logprobs
 from dpo_utils.losses import dpo_loss
-from dpo_utils.trainer import DPOConfig, DPOTrainer, batch_logprobs
+from dpo_utils.trainer import DPOConfig, DPOTrainer
 from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these

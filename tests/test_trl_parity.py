@@ -8,11 +8,11 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.data import PromptBoundaryWarning, prepare_preference_data
+from dpo_utils.logprob_modes import batch_logprobs
 from dpo_utils.losses import preference_loss
 from dpo_utils.runtime.config import DATA_DIR
 from dpo_utils.runtime.model_cache import offline_model_dir
 from dpo_utils.runtime.models import ensure_pad_token
-from dpo_utils.trainer import batch_logprobs
 from dpo_utils.trl_check import trl_dpo_loss, trl_tokenized_pairs
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
@@ -101,7 +101,15 @@ def our_loss(policy, reference, tokenizer, rows, beta, loss_type):
     n = len(pairs)
     return (
         preference_loss(
-            "dpo", chosen, rejected, counts[:n], counts[n:], ref_chosen, ref_rejected, beta=beta, loss_type=loss_type
+            "dpo",
+            chosen,
+            rejected,
+            counts[:n],
+            counts[n:],
+            ref_chosen_logps=ref_chosen,
+            ref_rejected_logps=ref_rejected,
+            beta=beta,
+            loss_type=loss_type,
         )
         .losses.mean()
         .item()
