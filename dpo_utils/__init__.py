@@ -11,6 +11,7 @@ never imports them back. :mod:`dpo_utils.tools` holds the command-line tools. On
 - ``tabular``        a tabular policy where the DPO answer is known in closed form
 - ``losses``         the DPO loss family on per-sequence log-probs
 - ``logprobs``       per-sequence log-probs from logits, labels and a completion mask
+- ``packing``        padding-free batches: pairs packed into rows, block-diagonal attention
 - ``preference_rows`` preference rows in TRL's format: read from a file or a list, every field checked
 - ``data``           preference data for training: tokenized as TRL does, collated into batches
 - ``checks``         check preference data before training, and print a short report

@@ -15,15 +15,12 @@ import torch
 
 from dpo_utils.data import TokenizedPair, collate_pairs, collate_shared_prompt
 from dpo_utils.logprobs import (
-    PackedBatch,
     checkpointing_active,
     completion_logprobs_lean,
     model_sequence_logprobs,
-    pack_pairs,
-    packed_pair_logprobs,
-    packed_positions,
     shared_prompt_logprobs,
 )
+from dpo_utils.packing import PackedBatch, pack_pairs, packed_pair_logprobs, packed_positions
 
 LogprobMode = Literal["auto", "full", "lean", "shared", "packed", "packed-unshared"]
 LOGPROB_MODES = {  # every mode gives the same log-probs and gradients, up to float rounding
@@ -62,7 +59,7 @@ def resolve_logprob_mode(mode: str, pairs: list[TokenizedPair], checkpointing: b
     model is training), where no key/value cache can be kept. Otherwise it counts the positions each
     layout would compute: the shared layout pads every prompt to the longest prompt and every
     completion to the longest completion (``B x (Lp + 2 Lc)``); the packed layout pads row ends only
-    (:func:`~dpo_utils.logprobs.packed_positions`). Packed attention is masked over whole rows and
+    (:func:`~dpo_utils.packing.packed_positions`). Packed attention is masked over whole rows and
     can be the slower at equal positions; ``"auto"`` packs when packing saves at least
     ``PACKED_MIN_SAVING`` (20 %) of the shared layout's positions, else shares. ``"shared"`` under
     checkpointing is refused (``ValueError``), not silently changed.

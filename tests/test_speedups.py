@@ -65,14 +65,14 @@ def test_lean_logprobs_match_full_logits_in_value_and_gradient(make_model, chunk
 )
 def test_training_step_is_the_same_with_each_speedup(speedup, monkeypatch):
     import dpo_utils.logprob_modes
-    import dpo_utils.logprobs
+    import dpo_utils.packing
     from dpo_utils.trainer import DPOConfig, DPOTrainer
     from tests.helpers import TinyTokenizer, make_pairs
 
     packed_calls = []
-    packed = dpo_utils.logprobs.packed_pair_logprobs
+    packed = dpo_utils.packing.packed_pair_logprobs
     spy = lambda *args, **kwargs: packed_calls.append(1) or packed(*args, **kwargs)
-    monkeypatch.setattr(dpo_utils.logprobs, "packed_pair_logprobs", spy)
+    monkeypatch.setattr(dpo_utils.packing, "packed_pair_logprobs", spy)
     monkeypatch.setattr(dpo_utils.logprob_modes, "packed_pair_logprobs", spy)
     models = []
     baseline = {"logprob_mode": "full", "fused_adamw": False, "compile": False}
@@ -167,7 +167,7 @@ def eager_llama():
 @pytest.mark.parametrize("share_prompt", [True, False], ids=["shared", "separate"])
 @pytest.mark.parametrize("row_length", [None, 64], ids=["rows-of-longest-unit", "one-row"])
 def test_packed_batch_matches_padded_sequences_in_value_and_gradient(make_model, share_prompt, row_length):
-    from dpo_utils.logprobs import pack_pairs, packed_pair_logprobs
+    from dpo_utils.packing import pack_pairs, packed_pair_logprobs
 
     pairs = uneven_pairs()
     weights, expected = reference(make_model, pairs)
@@ -180,7 +180,7 @@ def test_packed_batch_matches_padded_sequences_in_value_and_gradient(make_model,
 
 
 def test_packing_computes_fewer_tokens_and_keeps_sequences_apart():
-    from dpo_utils.logprobs import pack_pairs, packed_pair_logprobs
+    from dpo_utils.packing import pack_pairs, packed_pair_logprobs
 
     pairs = uneven_pairs()
     padded = collate_pairs(pairs, 0)["input_ids"].numel()
@@ -205,10 +205,12 @@ def test_packing_computes_fewer_tokens_and_keeps_sequences_apart():
 
 
 @pytest.mark.parametrize("make_model", [tiny_llama, tiny_gpt2])
-def test_prompt_sharing_works_under_activation_checkpointing(make_model):
-    """Used to fail: the KV cache of the shared prompt is switched off under checkpointing."""
+def test_prompt_sharing_under_activation_checkpointing_runs_packed_and_the_kv_cache_way_is_refused(make_model):
+    """A prompt's KV cache cannot live through checkpointing: the shared layout says so, the packed one
+    (each prompt still computed once) gives the same values and gradients."""
     from dpo_utils.data import collate_shared_prompt
     from dpo_utils.logprobs import checkpointing_active, shared_prompt_logprobs
+    from dpo_utils.packing import pack_pairs, packed_pair_logprobs
 
     pairs = uneven_pairs()
     weights, expected = reference(make_model, pairs)
@@ -222,10 +224,10 @@ def test_prompt_sharing_works_under_activation_checkpointing(make_model):
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     assert checkpointing_active(model)
-    s = collate_shared_prompt(pairs, 0)
-    assert_same(
-        expected, value_and_grads(model, lambda m: shared_prompt_logprobs(m, *s.values(), chunk_size=3), weights)
-    )
+    with pytest.raises(ValueError, match="activation checkpointing cannot keep.*packed"):
+        shared_prompt_logprobs(model, *collate_shared_prompt(pairs, 0).values())
+    packed = pack_pairs(pairs, share_prompt=True)
+    assert_same(expected, value_and_grads(model, lambda m: packed_pair_logprobs(m, packed, chunk_size=3), weights))
 
 
 def test_lean_logprobs_use_the_body_when_get_decoder_returns_the_whole_model():
