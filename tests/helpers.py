@@ -8,37 +8,52 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from dpo_utils.data import TokenizedPair
 from dpo_utils.runtime.model_cache import offline_cache_name
 
+TINY_LLAMA = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    tie_word_embeddings=True,
+)
+# one layer of width 16: the override for tests that run a tiny Llama over SmolLM2's 49,152 tokens
+ONE_LAYER_WIDTH_16 = dict(
+    hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1
+)
+
+
+def tiny_llama_config(vocab_size: int = 64, **overrides) -> LlamaConfig:
+    """The config of :func:`tiny_llama`, for a test that needs the config itself (another head, a saved folder)."""
+    return LlamaConfig(**TINY_LLAMA | dict(vocab_size=vocab_size) | overrides)
+
 
 def tiny_llama(seed: int = 0, vocab_size: int = 64, **config) -> LlamaForCausalLM:
-    """A 2-layer Llama of width 32; ``config`` overrides any ``LlamaConfig`` setting."""
+    """A 2-layer Llama of width 32, seeded with ``seed``; ``config`` overrides any ``LlamaConfig`` setting."""
     torch.manual_seed(seed)
-    settings = dict(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(LlamaConfig(**settings | config)).eval()
+    return LlamaForCausalLM(tiny_llama_config(vocab_size, **config)).eval()
+
+
+def token_ids_of(tokenizer) -> dict:
+    """The vocabulary size and special token ids of ``tokenizer``, as ``tiny_llama`` overrides."""
+    return dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
 
 
 def save_tiny_fallback_model(cache: Path, tokenizer) -> dict:
     """A one-layer Llama of width 16 with ``tokenizer``, saved where the offline fallback looks in
     ``cache`` (``DPO_TUTORIAL_CACHE``), so that loading the bundled model gives this one; returns its
     weights. Used by the two-process script test and by ``.ci/gpu-profile`` on a CPU that emulates bf16."""
-    ids = dict(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    model = tiny_llama(
+        0,
+        **token_ids_of(tokenizer),
+        **ONE_LAYER_WIDTH_16,
+        bos_token_id=tokenizer.bos_token_id,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
     )
-    small = dict(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1
-    )
-    model = tiny_llama(0, len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=False, **small, **ids)
     folder = cache / offline_cache_name()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -106,7 +121,7 @@ class Planted:
         self.marker = str(marker)
 
     def __reduce__(self):
-        return (open, (self.marker, "w"))
+        return (Path.touch, (Path(self.marker),))  # not open(): a file left open warns (ResourceWarning)
 
 
 def plant_checkpoint(folder, marker) -> None:

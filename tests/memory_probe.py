@@ -11,12 +11,11 @@ from pathlib import Path
 
 import psutil
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.data import TokenizedPair
 from dpo_utils.runtime.memory import step_tokens, training_memory
 from dpo_utils.trainer import DPOConfig, DPOTrainer
-from tests.helpers import TinyTokenizer
+from tests.helpers import TinyTokenizer, tiny_llama
 
 PAIRS, PROMPT, COMPLETION = 8, 96, 96
 
@@ -30,19 +29,9 @@ def high_water_mark() -> int:
 
 
 def main(mode: str) -> None:
-    config = LlamaConfig(
-        vocab_size=16384,
-        hidden_size=256,
-        intermediate_size=1024,
-        num_hidden_layers=6,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        tie_word_embeddings=True,
-        pad_token_id=0,
-        eos_token_id=2,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    sizes = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=6, num_key_value_heads=4)
+    model = tiny_llama(0, 16384, **sizes, max_position_embeddings=2048)
+    config = model.config
     ids = lambda start, k: [(start + j) % 16000 + 3 for j in range(k)]
     pairs = [
         TokenizedPair(ids(7 * n, PROMPT), ids(11 * n, COMPLETION - 1) + [2], ids(13 * n, COMPLETION - 1) + [2])

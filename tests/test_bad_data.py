@@ -7,22 +7,12 @@ import threading
 import warnings
 
 import pytest
-from transformers import AutoTokenizer
 
 from dpo_utils.checks import check_preference_data
 from dpo_utils.data import ControlTokenWarning, prepare_preference_data
 from dpo_utils.preference_rows import PreferenceDataError
-from dpo_utils.runtime.model_cache import offline_model_dir
-from dpo_utils.runtime.models import ensure_pad_token
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = AutoTokenizer.from_pretrained(offline_model_dir())
-    ensure_pad_token(tok)
-    return tok
 
 
 GOOD = {"prompt": "Rate the film.", "chosen": "Wonderful and moving.", "rejected": "Dull."}

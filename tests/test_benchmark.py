@@ -119,24 +119,12 @@ def test_known_gpu_peaks(name, peak):
 
 
 def test_mfu_counts_the_matmul_parameters():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from tests.helpers import tiny_llama
 
     b = bench()
     tied = tiny_llama()
     assert b.matmul_parameters(tied) == sum(p.numel() for p in tied.parameters())  # the shared matrix once, as LM head
-    untied = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            tie_word_embeddings=False,
-        )
-    )
+    untied = tiny_llama(num_hidden_layers=1, tie_word_embeddings=False)
     assert (
         b.matmul_parameters(untied) == sum(p.numel() for p in untied.parameters()) - 64 * 32
     )  # lookup table left out

@@ -63,24 +63,15 @@ def test_results_have_one_value_per_prompt_and_compare_with_evaluate_policy_resu
     assert difference["n_prompts"] == 6 and difference["separated"] and difference["difference"] > 0
 
 
-def test_evaluate_best_of_n_ranks_the_references_own_samples():
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
+def test_evaluate_best_of_n_ranks_the_references_own_samples(tokenizer):
     from dpo_utils.best_of_n import evaluate_best_of_n
     from dpo_utils.runtime.config import DATA_DIR
-    from dpo_utils.runtime.model_cache import offline_model_dir
-    from dpo_utils.runtime.models import ensure_pad_token
     from dpo_utils.sampling import sample_completions
     from dpo_utils.sentiment import load_prompts
+    from tests.helpers import ONE_LAYER_WIDTH_16, tiny_llama, token_ids_of
 
-    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
-    ensure_pad_token(tokenizer)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
-    )
-    model = LlamaForCausalLM(config).eval()
+    sizes = ONE_LAYER_WIDTH_16 | dict(num_key_value_heads=2, tie_word_embeddings=False)
+    model = tiny_llama(0, **token_ids_of(tokenizer), **sizes)
     prompts = load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "test")[:3]
     count_e = lambda texts: [text.count("e") / 10 for text in texts]  # random text has no sentiment words
     results = evaluate_best_of_n(model, tokenizer, prompts, 4, [1, 4], 6, reward_fn=count_e)

@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
-from dpo_utils.runtime.model_cache import offline_model_dir
 from dpo_utils.runtime.models import pick_device_and_dtype
 from tests.helpers import save_tiny_fallback_model, small_vocab_chat_tokenizer
 
@@ -34,22 +33,22 @@ def documented_train_script() -> str:
     return found[0]
 
 
-def tiny_fallback_model(cache: Path) -> dict:
+def tiny_fallback_model(cache: Path, like) -> dict:
     """A tiny random Llama, where the offline fallback looks; returns its weights. Its tokenizer has
-    SmolLM2's chat template and special tokens over a 512-token vocabulary learned from the shipped
-    pairs: under the script's bf16 autocast, a CPU without native bf16 spends ~50x longer on each
-    matmul, and SmolLM2's 49,152-token LM head made this test take 558 s on such a CPU."""
-    rows = [json.loads(line) for line in (ROOT / "data" / "sentiment_pairs.jsonl").open(encoding="utf-8")]
-    tokenizer = small_vocab_chat_tokenizer(rows, like=AutoTokenizer.from_pretrained(offline_model_dir()))
+    the chat template and special tokens of ``like`` (SmolLM2's) over a 512-token vocabulary learned
+    from the shipped pairs: under the script's bf16 autocast, a CPU without native bf16 spends ~50x
+    longer on each matmul, and SmolLM2's 49,152-token LM head made this test take 558 s on such a CPU."""
+    rows = [json.loads(line) for line in (ROOT / "data" / "sentiment_pairs.jsonl").read_text("utf-8").splitlines()]
+    tokenizer = small_vocab_chat_tokenizer(rows, like=like)
     return save_tiny_fallback_model(cache, tokenizer)
 
 
-def test_the_documented_train_script_trains_under_two_processes(tmp_path):
+def test_the_documented_train_script_trains_under_two_processes(tokenizer, tmp_path):
     work = tmp_path / "work"
     (work / "data").mkdir(parents=True)
     (work / "data" / "sentiment_pairs.jsonl").write_bytes((ROOT / "data" / "sentiment_pairs.jsonl").read_bytes())
     (work / "train.py").write_text(documented_train_script())
-    initial = tiny_fallback_model(tmp_path / "cache")
+    initial = tiny_fallback_model(tmp_path / "cache", like=tokenizer)
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),

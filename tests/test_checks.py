@@ -4,20 +4,10 @@ import copy
 import json
 
 import pytest
-from transformers import AutoTokenizer
 
 from dpo_utils.checks import check_preference_data
-from dpo_utils.runtime.model_cache import offline_model_dir
-from dpo_utils.runtime.models import ensure_pad_token
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = AutoTokenizer.from_pretrained(offline_model_dir())
-    ensure_pad_token(tok)
-    return tok
 
 
 def conversation(prompt, chosen, rejected):

@@ -2,23 +2,13 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 from dpo_utils.data import collate_pairs, prepare_preference_data
 from dpo_utils.logprob_modes import batch_logprobs
 from dpo_utils.preference_rows import PreferenceDataError
-from dpo_utils.runtime.model_cache import offline_model_dir
-from dpo_utils.runtime.models import ensure_pad_token
 from tests.helpers import tiny_gpt2, tiny_llama
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = AutoTokenizer.from_pretrained(offline_model_dir())
-    ensure_pad_token(tok)
-    return tok
 
 
 GOOD = {"prompt": "Rate the film.", "chosen": "Wonderful and moving.", "rejected": "Dull."}

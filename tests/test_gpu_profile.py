@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.checkpoints import StaleCheckpointError
 from dpo_utils.data import prepare_preference_data
@@ -14,12 +13,12 @@ from dpo_utils.iterative import run_rounds
 from dpo_utils.numerics import NumericalFailureError, check_not_degenerate
 from dpo_utils.reference import ReferenceLogprobs, compute_reference_logprobs, reference_logprobs
 from dpo_utils.runtime.config import DATA_DIR
-from dpo_utils.runtime.models import DEFAULT_MODEL, ensure_pad_token, pick_device_and_dtype, resolve_model_path
+from dpo_utils.runtime.models import pick_device_and_dtype
 from dpo_utils.runtime.precision import GPU_PROFILE_VARIABLE, default_mixed_precision, gpu_profile
 from dpo_utils.runtime.presets import hardware_preset_name, pick_preset
 from dpo_utils.sampling import sample_completions, sequence_logprobs_of
 from dpo_utils.trainer import DPOConfig, DPOTrainer
-from tests.helpers import TinyTokenizer, make_pairs
+from tests.helpers import TinyTokenizer, make_pairs, tiny_llama, token_ids_of
 
 PRECISIONS = ("no", "bf16", "fp16")
 
@@ -38,18 +37,11 @@ def test_the_profile_sets_precision_frozen_dtype_and_preset_on_a_cpu(monkeypatch
         assert default_mixed_precision("cpu") == precision
         assert pick_device_and_dtype("cpu") == (torch.device("cpu"), dtype)  # judges, frozen LoRA bases
         assert hardware_preset_name() == preset and pick_preset().name == preset
-        trainer = DPOTrainer(tiny_model(64), TinyTokenizer(), _pairs_of_ids(), DPOConfig())
+        trainer = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), DPOConfig())
         assert trainer.mixed_precision == precision and trainer.device.type == "cpu"  # the device stays
     monkeypatch.setenv(GPU_PROFILE_VARIABLE, "a100")
     with pytest.raises(ValueError, match="DPO_TUTORIAL_GPU_PROFILE='a100'"):
         gpu_profile()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL))
-    ensure_pad_token(tok)
-    return tok
 
 
 @pytest.fixture(scope="module")
@@ -58,29 +50,8 @@ def shipped_pairs(tokenizer):
     return pairs[:12]  # prompts and completions of many lengths: padding differs from batch to batch
 
 
-def tiny_model(vocab_size, pad_token_id=0, eos_token_id=2):
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=pad_token_id,
-        eos_token_id=eos_token_id,
-        tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
 def model_for(tokenizer):
-    return tiny_model(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
-
-
-def _pairs_of_ids():
-    return make_pairs()
+    return tiny_llama(0, **token_ids_of(tokenizer), max_position_embeddings=512)
 
 
 def _assert_starts_at_log_2(row):
@@ -161,12 +132,12 @@ def test_reference_logprobs_of_another_precision_are_refused(tokenizer, shipped_
 
 
 def test_a_checkpoint_whose_reference_has_another_precision_is_not_resumed(monkeypatch, tmp_path):
-    pairs, config = _pairs_of_ids(), DPOConfig(batch_size=4, max_steps=1)  # mixed_precision: the default
-    DPOTrainer(tiny_model(64), TinyTokenizer(), pairs, config, tmp_path).train()
+    pairs, config = make_pairs(), DPOConfig(batch_size=4, max_steps=1)  # mixed_precision: the default
+    DPOTrainer(tiny_llama(), TinyTokenizer(), pairs, config, tmp_path).train()
     monkeypatch.setenv(GPU_PROFILE_VARIABLE, "bf16")  # the same config now computes in bf16
     config.max_steps = 2
     with pytest.raises(StaleCheckpointError, match="mixed_precision='no'.*'bf16'"):
-        DPOTrainer(tiny_model(64), TinyTokenizer(), pairs, config, tmp_path).train()
+        DPOTrainer(tiny_llama(), TinyTokenizer(), pairs, config, tmp_path).train()
 
 
 def _plant_overflow(model):
@@ -205,9 +176,7 @@ def test_samples_of_one_repeated_token_are_refused_in_half_precision_only():
 
 
 def test_reference_logprobs_carry_their_precision_through_a_checkpoint(tmp_path):
-    trainer = DPOTrainer(
-        tiny_model(64), TinyTokenizer(), _pairs_of_ids(), DPOConfig(batch_size=4, max_steps=1), tmp_path
-    )
+    trainer = DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), DPOConfig(batch_size=4, max_steps=1), tmp_path)
     trainer.train()
     state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
     assert state["reference_logps"]["mixed_precision"] == "no"

@@ -13,7 +13,7 @@ from dpo_utils.lora import attach_lora, reference_of, trainable_parameters
 from dpo_utils.reference import compute_reference_logprobs
 from dpo_utils.runtime.presets import PRESETS, SHIPPED_DATASET, pick_preset
 from dpo_utils.trainer import DPOConfig, DPOTrainer
-from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
+from tests.helpers import ONE_LAYER_WIDTH_16, TinyTokenizer, make_pairs, tiny_llama, tiny_llama_config, token_ids_of
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
 
@@ -155,14 +155,7 @@ def test_held_out_prompts_never_appear_in_training():
     assert len(test) == 4 and len(train) + len(test) == 10  # whole prompts: 2 pairs each
 
 
-def test_shipped_pairs_split_for_the_offline_preset():
-    from transformers import AutoTokenizer
-
-    from dpo_utils.runtime.model_cache import offline_model_dir
-    from dpo_utils.runtime.models import ensure_pad_token
-
-    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
-    ensure_pad_token(tokenizer)
+def test_shipped_pairs_split_for_the_offline_preset(tokenizer):
     cpu = PRESETS["cpu"]
     train, test = load_preference_splits(
         cpu.dataset, tokenizer, cpu.train_pairs, cpu.test_pairs, cpu.max_prompt_length, cpu.max_completion_length
@@ -194,26 +187,13 @@ def test_win_rate_interval_resamples_prompts_not_samples():
     assert by_prompt["high"] - by_prompt["low"] > 1.6 * (naive["high"] - naive["low"])  # about 2x = sqrt(4)
 
 
-def test_reward_model_judge_scores_each_conversation_the_same_alone_or_in_a_padded_batch(tmp_path):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+def test_reward_model_judge_scores_each_conversation_the_same_alone_or_in_a_padded_batch(tokenizer, tmp_path):
+    from transformers import LlamaForSequenceClassification
 
     from dpo_utils.judging import reward_model_judge
-    from dpo_utils.runtime.model_cache import offline_model_dir
-    from dpo_utils.runtime.models import ensure_pad_token
 
-    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
-    ensure_pad_token(tokenizer)
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_llama_config(**token_ids_of(tokenizer), **ONE_LAYER_WIDTH_16, num_labels=1)
     LlamaForSequenceClassification(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     judge = reward_model_judge(str(tmp_path), device="cpu", batch_size=4)
@@ -263,30 +243,13 @@ def test_half_precision_base_with_fp32_adapters_trains_to_finite_values():
     assert {p.dtype for p in policy.parameters() if p.requires_grad} == {torch.float32}
 
 
-def test_our_loss_equals_trls_for_a_lora_policy_far_from_its_reference():
+def test_our_loss_equals_trls_for_a_lora_policy_far_from_its_reference(tokenizer):
     import math
 
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     from dpo_utils.data import prepare_preference_data
-    from dpo_utils.runtime.model_cache import offline_model_dir
-    from dpo_utils.runtime.models import ensure_pad_token
     from dpo_utils.trl_check import trl_dpo_loss
 
-    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
-    ensure_pad_token(tokenizer)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    make = lambda: (torch.manual_seed(0), LlamaForCausalLM(config).eval())[1]
+    make = lambda: tiny_llama(0, **token_ids_of(tokenizer))
     rows = [
         {
             "prompt": [{"role": "user", "content": f"Review film {i}."}],

@@ -5,17 +5,15 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.checkpoints import StaleCheckpointError, UnsafeCheckpointError
 from dpo_utils.data import prepare_preference_data
 from dpo_utils.iterative import on_policy_rows, run_rounds
 from dpo_utils.pairing import best_vs_worst_rows
 from dpo_utils.reference import ReferenceLogprobs, reference_logprobs
-from dpo_utils.runtime.models import DEFAULT_MODEL, ensure_pad_token, resolve_model_path
 from dpo_utils.sampling import Sample
 from dpo_utils.trainer import DPOConfig, DPOTrainer
-from tests.helpers import plant_checkpoint
+from tests.helpers import ONE_LAYER_WIDTH_16, plant_checkpoint, tiny_llama, token_ids_of
 
 PROMPTS = [[{"role": "user", "content": f"Review film {k}."}] for k in range(3)]
 
@@ -56,28 +54,8 @@ def test_ties_and_prompts_without_two_distinct_samples_give_no_pair():
         best_vs_worst_rows(PROMPTS, close, [0.3, 0.2], min_gap=-1)
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL))
-    ensure_pad_token(tok)
-    return tok
-
-
 def tiny_model(tokenizer):
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(0, **token_ids_of(tokenizer), **ONE_LAYER_WIDTH_16, max_position_embeddings=256)
 
 
 def length_reward(texts):

@@ -79,11 +79,8 @@ def test_publishing_onto_an_existing_folder_keeps_it(tmp_path):
     assert (target / "config.json").read_text() == "first"
 
 
-def test_the_converted_tokenizer_ends_with_im_end_and_adds_no_bos():
+def test_the_converted_tokenizer_ends_with_im_end_and_adds_no_bos(tokenizer):
     """Before transformers 5.18 the GGUF converter read EOS as <|im_start|> and added a BOS."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_cache.offline_model_dir())
     assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("<|im_end|>", 2)
     assert tokenizer("Hi there")["input_ids"] == tokenizer("Hi there", add_special_tokens=False)["input_ids"]
 

@@ -5,13 +5,12 @@ import warnings
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback
+from transformers import TrainerCallback
 
 from dpo_utils.online_rl import grpo_config, load_checkpoint_weights, saved_checkpoints, train_grpo
 from dpo_utils.runtime.config import DATA_DIR
-from dpo_utils.runtime.model_cache import offline_model_dir
-from dpo_utils.runtime.models import ensure_pad_token
 from dpo_utils.sentiment import load_prompts
+from tests.helpers import ONE_LAYER_WIDTH_16, tiny_llama, token_ids_of
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
 
@@ -19,20 +18,9 @@ RUN = dict(steps=3, save_every=2, prompts_per_step=2, num_generations=4, micro_b
 RUN |= dict(max_completion_length=8, learning_rate=1e-2, beta=0.04)
 
 
-def tiny_llama(tokenizer, layers=1):
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=True,  # as in SmolLM2: the LM head is not saved on its own
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config)
+def tiny_model(tokenizer, layers=1):
+    """Tied embeddings (the helper's default), as in SmolLM2: the LM head is not saved on its own."""
+    return tiny_llama(0, **token_ids_of(tokenizer), **ONE_LAYER_WIDTH_16 | dict(num_hidden_layers=layers))
 
 
 def weights(model):
@@ -62,16 +50,13 @@ class WeightsAtEachStep(TrainerCallback):
 
 
 @pytest.fixture(scope="module")
-def setup():
-    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
-    ensure_pad_token(tokenizer)
-    return tokenizer, load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "train")[:4]
+def prompts():
+    return load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "train")[:4]
 
 
 @pytest.fixture(scope="module")
-def run(setup, tmp_path_factory):
-    tokenizer, prompts = setup
-    model = tiny_llama(tokenizer)
+def run(tokenizer, prompts, tmp_path_factory):
+    model = tiny_model(tokenizer)
     start = weights(model)
     reward, snapshots = RecordingReward(), WeightsAtEachStep()
     out = tmp_path_factory.mktemp("grpo")
@@ -92,8 +77,8 @@ def test_each_step_logs_the_reward_it_was_given_and_a_kl(run):
     assert rows[-1]["kl"] > 1e-5
 
 
-def test_the_reward_function_gets_completion_texts(run, setup):
-    prompt_texts = [prompt[-1]["content"] for prompt in setup[1]]
+def test_the_reward_function_gets_completion_texts(run, prompts):
+    prompt_texts = [prompt[-1]["content"] for prompt in prompts]
     for texts, _ in run["reward"].calls:
         assert len(texts) == RUN["prompts_per_step"] * RUN["num_generations"]
         assert all(isinstance(text, str) and text for text in texts) and len(set(texts)) > 1
@@ -108,8 +93,8 @@ def test_checkpoints_are_written_at_the_requested_steps_and_the_last(run):
     )
 
 
-def test_reloaded_checkpoints_hold_the_weights_of_their_step(run, setup):
-    fresh = tiny_llama(setup[0])
+def test_reloaded_checkpoints_hold_the_weights_of_their_step(run, tokenizer):
+    fresh = tiny_model(tokenizer)
     for step, path in saved_checkpoints(run["out"]):
         loaded = weights(load_checkpoint_weights(fresh, path))
         expected = run["start"] if step == 0 else run["at"][step]
@@ -145,34 +130,31 @@ def test_sampling_is_at_temperature_one_without_truncation_and_on_policy(tmp_pat
     assert not args.bf16 and not args.gradient_checkpointing
 
 
-def test_a_run_prints_nothing_and_warns_nothing(setup, tmp_path, capfd):
-    tokenizer, prompts = setup
+def test_a_run_prints_nothing_and_warns_nothing(tokenizer, prompts, tmp_path, capfd):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")  # what a notebook shows: each warning once, library deprecations hidden
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
-        rows = train_grpo(tiny_llama(tokenizer), tokenizer, prompts, RecordingReward(), tmp_path, **RUN | {"steps": 1})
+        rows = train_grpo(tiny_model(tokenizer), tokenizer, prompts, RecordingReward(), tmp_path, **RUN | {"steps": 1})
     assert len(rows) == 1
     assert [str(w.message) for w in caught] == []
     assert capfd.readouterr() == ("", "")
 
 
-def test_an_earlier_runs_checkpoints_are_not_mixed_in(setup, tmp_path):
-    tokenizer, prompts = setup
+def test_an_earlier_runs_checkpoints_are_not_mixed_in(tokenizer, prompts, tmp_path):
     (tmp_path / "checkpoint-5").mkdir()
     with pytest.raises(FileExistsError, match="checkpoint-5; pass overwrite=True"):
-        train_grpo(tiny_llama(tokenizer), tokenizer, prompts, RecordingReward(), tmp_path, **RUN)
+        train_grpo(tiny_model(tokenizer), tokenizer, prompts, RecordingReward(), tmp_path, **RUN)
 
 
-def test_micro_batches_must_divide_the_completions_of_a_step(setup, tmp_path):
-    tokenizer, prompts = setup
+def test_micro_batches_must_divide_the_completions_of_a_step(tokenizer, prompts, tmp_path):
     with pytest.raises(ValueError, match="micro_batch_size=3 must divide 8"):
         train_grpo(
-            tiny_llama(tokenizer), tokenizer, prompts, RecordingReward(), tmp_path, **RUN | {"micro_batch_size": 3}
+            tiny_model(tokenizer), tokenizer, prompts, RecordingReward(), tmp_path, **RUN | {"micro_batch_size": 3}
         )
 
 
-def test_a_checkpoint_does_not_load_into_another_architecture(run, setup):
+def test_a_checkpoint_does_not_load_into_another_architecture(run, tokenizer):
     _, path = saved_checkpoints(run["out"])[-1]
     with pytest.raises(ValueError, match="does not fit the model: absent .'model.layers.1"):
-        load_checkpoint_weights(tiny_llama(setup[0], layers=2), path)
+        load_checkpoint_weights(tiny_model(tokenizer, layers=2), path)

@@ -12,7 +12,6 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 from dpo_utils.best_of_n import evaluate_best_of_n
 from dpo_utils.data import prepare_preference_data
@@ -20,7 +19,6 @@ from dpo_utils.evaluation import evaluate_policy, heldout_preference_metrics
 from dpo_utils.iterative import run_rounds
 from dpo_utils.reference import reference_logprobs
 from dpo_utils.runtime.config import DATA_DIR
-from dpo_utils.runtime.model_cache import offline_model_dir
 from dpo_utils.runtime.models import ensure_pad_token, pick_device_and_dtype
 from dpo_utils.runtime.precision import GPU_PROFILE_VARIABLE
 from dpo_utils.sampling import sample_completions
@@ -39,8 +37,9 @@ def rows():
 
 
 @pytest.fixture(scope="module")
-def tokenizer(rows):
-    tok = small_vocab_chat_tokenizer(rows, like=AutoTokenizer.from_pretrained(offline_model_dir()))
+def tokenizer(rows, tokenizer):
+    """SmolLM2's chat format over 512 tokens; the ``tokenizer`` it asks for is tests/conftest.py's SmolLM2 one."""
+    tok = small_vocab_chat_tokenizer(rows, like=tokenizer)
     ensure_pad_token(tok)
     return tok
 

@@ -3,17 +3,14 @@
 import json
 
 import pytest
-import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.data import prepare_preference_data
 from dpo_utils.pairing import build_preference_rows
 from dpo_utils.preference_rows import save_preference_jsonl
 from dpo_utils.runtime.config import DATA_DIR
-from dpo_utils.runtime.model_cache import offline_model_dir
-from dpo_utils.runtime.models import ensure_pad_token
 from dpo_utils.sampling import sample_completions
 from dpo_utils.sentiment import load_prompts, sample_score_and_pair
+from tests.helpers import ONE_LAYER_WIDTH_16, tiny_llama, token_ids_of
 
 
 def length_reward(texts):
@@ -22,22 +19,9 @@ def length_reward(texts):
 
 
 @pytest.fixture(scope="module")
-def setup():
-    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
-    ensure_pad_token(tokenizer)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
+def setup(tokenizer):
     return (
-        LlamaForCausalLM(config).eval(),
+        tiny_llama(0, **token_ids_of(tokenizer), **ONE_LAYER_WIDTH_16, tie_word_embeddings=False),
         tokenizer,
         load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "train")[:3],
     )

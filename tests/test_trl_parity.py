@@ -5,24 +5,15 @@ import warnings
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.data import PromptBoundaryWarning, prepare_preference_data
 from dpo_utils.logprob_modes import batch_logprobs
 from dpo_utils.losses import preference_loss
 from dpo_utils.runtime.config import DATA_DIR
-from dpo_utils.runtime.model_cache import offline_model_dir
-from dpo_utils.runtime.models import ensure_pad_token
 from dpo_utils.trl_check import trl_dpo_loss, trl_tokenized_pairs
+from tests.helpers import tiny_llama, token_ids_of
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = AutoTokenizer.from_pretrained(offline_model_dir())
-    ensure_pad_token(tok)
-    return tok
 
 
 def chat(prompt, chosen, rejected):
@@ -77,22 +68,6 @@ def test_a_merge_across_the_boundary_warns_and_names_the_lost_prompt_end(tokeniz
         prepare_preference_data([BOUNDARY_ROWS["conversational"]], tokenizer)
 
 
-def tiny_model(tokenizer, seed):
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
-
-
 def our_loss(policy, reference, tokenizer, rows, beta, loss_type):
     pairs, _ = prepare_preference_data(rows, tokenizer)
     with torch.no_grad():
@@ -121,7 +96,7 @@ def test_ipo_and_dpo_losses_equal_trls_on_completions_of_unequal_length(tokenize
         {"prompt": f"Review film {i}.", "chosen": "Loved it." * (i + 1), "rejected": f"Hated it, {i} dull hours."}
         for i in range(4)
     ]
-    policy, reference = tiny_model(tokenizer, 0), tiny_model(tokenizer, 1)
+    policy, reference = tiny_llama(0, **token_ids_of(tokenizer)), tiny_llama(1, **token_ids_of(tokenizer))
     theirs = {
         loss_type: trl_dpo_loss(policy, reference, tokenizer, rows, beta=0.1, loss_type=loss_type)
         for loss_type in ("ipo", "sigmoid")

@@ -4,15 +4,12 @@ import re
 import warnings
 
 import pytest
-import torch
 import transformers
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from dpo_utils.lora import attach_lora, load_lora_adapter
-from dpo_utils.runtime.model_cache import offline_model_dir
-from dpo_utils.runtime.models import CHECKPOINTING_RENAMES, ensure_pad_token, quiet_checkpointing_renames
+from dpo_utils.runtime.models import CHECKPOINTING_RENAMES, quiet_checkpointing_renames
 from dpo_utils.trl_check import trl_dpo_loss
-from tests.helpers import tiny_llama
+from tests.helpers import ONE_LAYER_WIDTH_16, tiny_llama, token_ids_of
 
 
 def rename_warnings(call):
@@ -49,20 +46,9 @@ def test_attaching_saving_and_loading_a_lora_adapter_is_quiet(tmp_path):
     assert rename_warnings(lambda: load_lora_adapter(tiny_llama(), tmp_path)) == []
 
 
-def test_trls_loss_is_computed_quietly():
-    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir())
-    ensure_pad_token(tokenizer)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+def test_trls_loss_is_computed_quietly(tokenizer):
+    policy, reference = (
+        tiny_llama(seed, **token_ids_of(tokenizer), **ONE_LAYER_WIDTH_16, tie_word_embeddings=False) for seed in (0, 1)
     )
-    torch.manual_seed(0)
-    policy, reference = LlamaForCausalLM(config).eval(), LlamaForCausalLM(config).eval()
     rows = [{"prompt": "Rate the film.", "chosen": "Great.", "rejected": "Dull and long."}]
     assert rename_warnings(lambda: trl_dpo_loss(policy, reference, tokenizer, rows, beta=0.1)) == []
