@@ -3,40 +3,59 @@
 Two layers, and the tools beside them. The modules listed here are the teaching code the notebooks
 read: losses, log-probs, data, the training loop, sampling, evaluation and the experiments. They run
 on :mod:`dpo_utils.runtime` (model loading, the offline model's cache, precision, presets), which
-never imports them back. :mod:`dpo_utils.tools` holds the command-line tools. One concept per module:
+never imports them back. :mod:`dpo_utils.tools` holds the command-line tools (docs/dpo_utils.md draws
+the layers). One concept per module, in the order the notebooks climb:
+
+The toy worlds:
 
 - ``regression``     the MSE toy problem of notebooks 01-02
 - ``gradcheck``      finite-difference gradients, to check derivations
 - ``preferences``    pairwise preferences and the Bradley-Terry model
 - ``tabular``        a tabular policy where the DPO answer is known in closed form
+- ``coverage``       who wrote the responses: off-policy and on-policy pairs in the tabular world
+
+Losses and log-probs:
+
 - ``losses``         the DPO loss family on per-sequence log-probs
 - ``logprobs``       per-sequence log-probs from logits, labels and a completion mask
 - ``packing``        padding-free batches: pairs packed into rows, block-diagonal attention
+- ``logprob_modes``  how a batch of pairs goes through the model: the log-prob modes, and "auto", which picks one
+
+Data:
+
 - ``preference_rows`` preference rows in TRL's format: read from a file or a list, every field checked
 - ``data``           preference data for training: tokenized as TRL does, collated into batches
 - ``checks``         check preference data before training, and print a short report
+
+Training:
+
 - ``trainer``        a small, readable DPO training loop (and Preferred-FT, its SFT baseline)
-- ``logprob_modes``  how a batch of pairs goes through the model: the log-prob modes, and "auto", which picks one
 - ``reference``      the reference's log-probs of the training pairs: computed once, and when they may be reused
-- ``training_checks`` what the trainer refuses before any work: settings, inputs, trained weights not in fp32
 - ``checkpoints``    checkpoints of a run: atomic writes, fingerprints, resume and load only the run's own
+- ``training_checks`` what the trainer refuses before any work: settings, inputs, trained weights not in fp32
 - ``numerics``       non-finite logits or log-probs and degenerate samples: a clear error with advice
-- ``intervals``      uncertainty with the prompt as the unit: standard errors, bootstrap and paired intervals
+- ``lora``           LoRA adapters with peft, and the reference model for free (adapters disabled)
+
+Sampling and evaluation:
+
 - ``sampling``       sample completions at temperature 1 (``Sample``), their log-probs, where they stopped
+- ``rewards``        the reward the sentiment experiments score samples with (VADER, offline)
 - ``evaluation``     score a policy's samples with a reward, estimate KL to the reference, compare policies
+- ``intervals``      uncertainty with the prompt as the unit: standard errors, bootstrap and paired intervals
 - ``kl_check``       the KL estimate checked against an exact KL (tiny models, every completion enumerated)
-- ``sentiment``      the controlled-sentiment experiment of notebook 07, and its reward (VADER)
+- ``judging``        a reward-model (or VADER) judge and the win rate with a confidence interval
+- ``plotting``       the few plots every notebook draws
+
+Experiments:
+
+- ``sentiment``      the controlled-sentiment experiment of notebook 07: prompts, sampled and paired data
 - ``pairing``        preference pairs from scored samples: each prompt's best against its worst
-- ``coverage``       who wrote the responses: off-policy and on-policy pairs in the tabular world
 - ``iterative``      iterative (on-policy) DPO: sample, rank with a reward, pair, train again
 - ``best_of_n``      best-of-N from the reference: expected best reward, its KL, the closed-form bound
 - ``online_rl``      the online-RL baseline: TRL's GRPO with a reward function and a KL penalty, checkpointed
 - ``frontier``       methods traced through training on one reward-KL plot
-- ``lora``           LoRA adapters with peft, and the reference model for free (adapters disabled)
 - ``hub_data``       notebook 08's preference data: hub or shipped JSONL, length-filtered, split by prompt
-- ``judging``        a reward-model (or VADER) judge and the win rate with a confidence interval
 - ``trl_check``      TRL's DPO loss and tokenization on the same rows, to check that ``dpo_utils`` computes the same
-- ``plotting``       the few plots every notebook draws
 """
 
 __version__ = "0.1.0"

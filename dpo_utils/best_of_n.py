@@ -26,8 +26,8 @@ import statistics
 from collections import Counter
 
 from dpo_utils.intervals import group_by_prompt, summary_over_prompts
+from dpo_utils.rewards import vader_reward
 from dpo_utils.sampling import lengths_and_caps, sample_completions
-from dpo_utils.sentiment import vader_reward
 
 
 def kl_bound(n: int) -> float:

@@ -25,9 +25,9 @@ from dpo_utils.intervals import (
 from dpo_utils.lora import reference_of
 from dpo_utils.losses import dpo_loss
 from dpo_utils.reference import ReferenceLogprobs, compute_reference_logprobs
+from dpo_utils.rewards import vader_reward
 from dpo_utils.runtime.precision import resolve_mixed_precision
 from dpo_utils.sampling import lengths_and_caps, sample_completions, sequence_logprobs_of
-from dpo_utils.sentiment import vader_reward
 
 
 def evaluate_policy(

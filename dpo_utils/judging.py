@@ -8,8 +8,8 @@ import statistics
 import torch
 
 from dpo_utils.intervals import mean_with_prompt_interval
+from dpo_utils.rewards import vader_reward
 from dpo_utils.runtime.models import pick_device_and_dtype
-from dpo_utils.sentiment import vader_reward
 
 __all__ = ["load_judge", "mean_with_prompt_interval", "reward_model_judge", "vader_judge", "win_rate"]
 

@@ -121,7 +121,7 @@ def train_grpo(
 ) -> list[dict]:
     """Train a copy of ``model`` with GRPO for ``steps`` optimizer steps; return TRL's log row of each step.
 
-    ``reward_fn(texts) -> list[float]`` scores completion texts (e.g. :func:`~dpo_utils.sentiment.vader_reward`).
+    ``reward_fn(texts) -> list[float]`` scores completion texts (e.g. :func:`~dpo_utils.rewards.vader_reward`).
     ``model`` itself is not changed: its weights are saved as ``output_dir/checkpoint-0``, the reference, and
     TRL trains a model loaded from there. The trained weights are saved every ``save_every`` steps and at the
     last step, as ``checkpoint-<step>`` folders (:func:`saved_checkpoints`). ``micro_batch_size`` (completions

@@ -22,6 +22,7 @@ from pathlib import Path
 from dpo_utils.data import prepare_preference_data
 from dpo_utils.pairing import build_preference_rows
 from dpo_utils.preference_rows import save_preference_jsonl
+from dpo_utils.rewards import vader_reward
 from dpo_utils.runtime.config import DATA_DIR
 from dpo_utils.runtime.models import DEFAULT_MODEL, load_model_and_tokenizer
 from dpo_utils.sampling import ended, sample_completions
@@ -34,14 +35,6 @@ def load_prompts(path, split: str) -> list[list[dict]]:
     if not prompts:
         raise ValueError(f"{path}: no prompts with split={split!r}")
     return prompts
-
-
-def vader_reward(texts: list[str]) -> list[float]:
-    """VADER's compound sentiment score in [-1, 1] for each text (offline, rule-based): the task's reward."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # imported on first use: it is slow
-
-    analyzer = SentimentIntensityAnalyzer()
-    return [analyzer.polarity_scores(text)["compound"] for text in texts]
 
 
 @dataclass

@@ -1,9 +1,10 @@
 import pytest
 
 from dpo_utils.pairing import build_preference_rows
+from dpo_utils.rewards import vader_reward
 from dpo_utils.runtime.config import DATA_DIR
 from dpo_utils.sampling import Sample, _cut_after_eos
-from dpo_utils.sentiment import load_prompts, vader_reward
+from dpo_utils.sentiment import load_prompts
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
 

@@ -28,3 +28,10 @@ def test_the_docs_module_table_lists_every_module():
     first_cells = [line.split("|")[1] for line in page.splitlines() if line.startswith("| `")]
     listed = {name for cell in first_cells for name in re.findall(r"`([\w.]+)`", cell)}
     assert listed == set(MODULES)
+
+
+def test_the_layer_figure_places_every_module():
+    page = (ROOT / "docs" / "dpo_utils.md").read_text(encoding="utf-8")
+    figure = page.split("```mermaid", 1)[1].split("```", 1)[0]
+    placed = set(re.findall(r"[a-z_]+", figure))
+    assert {name.rpartition(".")[2] for name in MODULES} <= placed
