@@ -32,7 +32,6 @@ from dpo_utils.reference import ReferenceLogprobs, checked_reference
 CHECKPOINT_DIR, STATE_FILE, HISTORY_FILE, FINAL_DIR = "checkpoint", "state.pt", "history.json", "final"
 # Settings that do not change what a step computes: a run may be resumed with other values.
 RESUMABLE_CHANGES = ("max_steps", "save_every", "save_final_model")
-MODEL_FINGERPRINT_VERSION = 2  # 2: every byte of every weight (1 sampled 64 elements per tensor)
 # Config entries that say how a model was saved or is called, not what it computes.
 UNFINGERPRINTED_CONFIG = (
     "_name_or_path",
@@ -129,11 +128,7 @@ def check_run(state: dict, path: Path, config, pairs, model_digest: str) -> None
 
 def _stale_reason(state: dict, config, model_digest: str) -> str:
     """Whose checkpoint ``state`` is, when it is not this run's."""
-    if state.get("model_fingerprint") is None:
-        return "an earlier version of this trainer, which did not record the starting model"
-    if state.get("model_fingerprint_version") != MODEL_FINGERPRINT_VERSION:
-        return "an earlier version of this trainer, which fingerprinted only a sample of the starting weights"
-    if state["model_fingerprint"] != model_digest:
+    if state.get("model_fingerprint") != model_digest:
         return "a run from another starting model (other weights or another model config)"
     now = asdict(config)
     changed = [
@@ -171,7 +166,6 @@ def save_checkpoint(trainer, keep_optimizer: bool = True) -> bool:
             "config": asdict(trainer.config),
             "fingerprint": run_fingerprint(trainer.config, trainer.pairs, trainer.model_digest),
             "model_fingerprint": trainer.model_digest,
-            "model_fingerprint_version": MODEL_FINGERPRINT_VERSION,
         }
         write_state(trainer.output_dir / CHECKPOINT_DIR, state, trainer.history, on_state_written=mark_saved)
     mark_saved()
