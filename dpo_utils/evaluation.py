@@ -22,6 +22,7 @@ from dpo_utils.intervals import (
     paired_difference,
     summary_over_prompts,
 )
+from dpo_utils.logprob_modes import mode_before_batching
 from dpo_utils.lora import reference_of
 from dpo_utils.losses import dpo_loss
 from dpo_utils.reference import ReferenceLogprobs, compute_reference_logprobs
@@ -198,7 +199,7 @@ def logratios_during_training(trainer, pair_indices, at_steps, batch_size: int =
     fixed, reference = [trainer.pairs[i] for i in indices], trainer.reference_logps.values[indices]
     options = dict(
         padding_side=cfg.padding_side,
-        mode=cfg.logprob_mode,
+        mode=mode_before_batching(cfg.logprob_mode, cfg.activation_checkpointing),
         chunk_size=cfg.logits_chunk_size,
         mixed_precision=trainer.mixed_precision,
     )  # as the trainer computed the reference's

@@ -52,6 +52,17 @@ def check_logprob_mode(mode) -> None:
         raise ValueError(f"logprob_mode={mode!r}: choose one of {', '.join(map(repr, LOGPROB_MODES))}")
 
 
+def mode_before_batching(mode: str, checkpointing: bool) -> str:
+    """``mode`` as far as it is fixed before a batch is seen: ``"auto"`` is ``"packed"`` under activation
+    checkpointing (no key/value cache can be kept there) and stays ``"auto"`` otherwise; ``"shared"`` under
+    checkpointing is refused (``ValueError``). The trainer's forwards, its reference pass and any pass that
+    must compute as they did all take the mode from here."""
+    check_logprob_mode(mode)
+    if mode == "shared" and checkpointing:
+        raise ValueError(SHARED_UNDER_CHECKPOINTING)
+    return "packed" if mode == "auto" and checkpointing else mode
+
+
 def resolve_logprob_mode(mode: str, pairs: list[TokenizedPair], checkpointing: bool = False) -> str:
     """The mode that computes ``pairs``: ``mode`` itself, unless it is ``"auto"``.
 
@@ -64,13 +75,9 @@ def resolve_logprob_mode(mode: str, pairs: list[TokenizedPair], checkpointing: b
     ``PACKED_MIN_SAVING`` (20 %) of the shared layout's positions, else shares. ``"shared"`` under
     checkpointing is refused (``ValueError``), not silently changed.
     """
-    check_logprob_mode(mode)
-    if mode == "shared" and checkpointing:
-        raise ValueError(SHARED_UNDER_CHECKPOINTING)
+    mode = mode_before_batching(mode, checkpointing)
     if mode != "auto":
         return mode
-    if checkpointing:
-        return "packed"
     longest_prompt = max(len(p.prompt_ids) for p in pairs)
     longest_completion = max(max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
     shared = len(pairs) * (longest_prompt + 2 * longest_completion)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from dpo_utils.data import batch_indices
-from dpo_utils.logprob_modes import batch_logprobs
+from dpo_utils.logprob_modes import batch_logprobs, mode_before_batching
 from dpo_utils.numerics import check_finite_logprobs
 from dpo_utils.runtime.precision import autocast, resolve_mixed_precision
 from dpo_utils.runtime.progress import progress_bar
@@ -104,13 +104,10 @@ def reference_batching(n_pairs: int, config, num_processes: int = 1) -> dict:
     """How a run's forwards batch the pairs: the first epoch's micro-batches
     (:func:`first_epoch_layout`), padding side, log-prob mode and LM-head chunk. In half precision
     each of them changes how a log-prob rounds."""
-    mode = config.logprob_mode
-    if config.activation_checkpointing and mode == "auto":  # what the training forwards resolve it to
-        mode = "packed"
     return {
         "layout": first_epoch_layout(n_pairs, config, num_processes),
         "padding_side": config.padding_side,
-        "mode": mode,
+        "mode": mode_before_batching(config.logprob_mode, config.activation_checkpointing),
         "chunk_size": config.logits_chunk_size,
     }
 

@@ -39,10 +39,10 @@ from dpo_utils.checkpoints import (
 )
 from dpo_utils.data import batch_indices
 from dpo_utils.logprob_modes import (
-    SHARED_UNDER_CHECKPOINTING,
     LogprobMode,
     PolicyLogprobs,
     collate_batch,
+    mode_before_batching,
     resolve_logprob_mode,
 )
 from dpo_utils.logprobs import checkpointing_active, checkpointing_enabled
@@ -136,8 +136,7 @@ class DPOTrainer:
             model.get_decoder().compile(dynamic=True)
         torch.manual_seed(config.seed)
         model.to(self.device)
-        if config.logprob_mode == "shared" and checkpointing_enabled(model):  # switched on outside the config
-            raise ValueError(SHARED_UNDER_CHECKPOINTING)
+        mode_before_batching(config.logprob_mode, checkpointing_enabled(model))  # refuses "shared" under it
         self.module = self.accelerator.prepare(PolicyLogprobs(model, config.logits_chunk_size))
         self.optimizer = self._adamw([p for p in model.parameters() if p.requires_grad])
         warmup = max(config.warmup_steps, 1)
