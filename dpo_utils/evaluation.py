@@ -127,14 +127,13 @@ def describe_seed_spread(results: dict, names, label: str) -> str:
 
 @torch.no_grad()
 def heldout_logratios(policy, pairs, pad_token_id, reference=None, batch_size: int = 8, mixed_precision=None):
-    """``(n_pairs, 2)`` log-ratios (policy minus reference) of chosen and rejected on held-out ``pairs``, and
-    the reference's log-probs. The reference is ``reference`` when given, else ``policy`` with its LoRA
+    """``(n_pairs, 2)`` log-ratios (policy minus reference) of chosen and rejected on held-out ``pairs``
+    (:func:`pair_logratios`). The reference is ``reference`` when given, else ``policy`` with its LoRA
     adapters disabled; both are computed under ``mixed_precision`` (default: the device's)."""
     precision = resolve_mixed_precision(mixed_precision, next(policy.parameters()).device)
-    policy_logps = compute_reference_logprobs(policy, pairs, pad_token_id, batch_size, mixed_precision=precision)
     with reference_of(policy, reference) as ref:
         ref_logps = compute_reference_logprobs(ref, pairs, pad_token_id, batch_size, mixed_precision=precision)
-    return policy_logps - ref_logps
+    return pair_logratios(policy, pairs, ref_logps, pad_token_id, batch_size, mixed_precision=precision)
 
 
 def heldout_preference_metrics(
