@@ -1,6 +1,7 @@
 """dpo-run-notebook: full runs store outputs in place; reduced runs never overwrite them."""
 
 import io
+import os
 
 import nbformat
 import pytest
@@ -95,3 +96,30 @@ def test_terminal_text_keeps_an_outer_bar_redrawn_around_a_closed_nested_bar():
     outer.close()
     assert CURSOR_UP in stream.getvalue()  # the nested bar really moved the cursor
     assert notebooks.terminal_text("before\n" + stream.getvalue() + "after\n") == "before\nouter 3/3\nafter\n"
+
+
+def bar_notebook(path):
+    cell = "from dpo_utils.runtime.progress import progress_bar\nfor _ in progress_bar(range(3), desc='steps'): pass"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_a_person_gets_a_widget_bar_and_stored_outputs_a_text_line(tmp_path, monkeypatch):
+    """Run interactively (no CI, no dpo-run-notebook) a bar is an ipywidgets widget; stored, one text line."""
+    from nbclient import NotebookClient
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("DPO_TUTORIAL_TEXT_BARS", raising=False)
+    source = bar_notebook(tmp_path / "bar.ipynb")
+    live = nbformat.read(source, as_version=4)
+    NotebookClient(live, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in live.cells[0].outputs)
+
+    monkeypatch.setenv("DPO_TUTORIAL_SIZE", "full")
+    notebooks.main([str(source)])
+    stored = nbformat.read(source, as_version=4).cells[0].outputs
+    assert [o["output_type"] for o in stored] == ["stream"]
+    assert stored[0]["text"].startswith("steps: 100%") and stored[0]["text"].count("\n") == 1
+    assert "DPO_TUTORIAL_TEXT_BARS" not in os.environ  # restored after the run

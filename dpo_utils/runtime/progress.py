@@ -1,24 +1,35 @@
-"""Progress bars that stay readable in stored notebook outputs.
+"""Progress bars: live widgets for a person in JupyterLab or Colab, one text line in stored outputs.
 
-In JupyterLab with ipywidgets a bar is one widget. Without widgets (a notebook executed by
-nbclient, as ``dpo-run-notebook`` and CI do) tqdm prints a text bar, and every refresh becomes
-one more chunk of stored output: hundreds per training run. Text bars here refresh at most
-every ``TEXT_REFRESH_SECONDS`` (a terminal still redraws in place), so a stored run keeps a few
-lines and its final state; ``dpo-run-notebook`` then stores each bar as its final line
+Run by a person in JupyterLab or Colab (ipywidgets installed), a bar is a live widget. A notebook
+executed headlessly to store its outputs (``dpo-run-notebook``, which sets ``DPO_TUTORIAL_TEXT_BARS``)
+or checked by CI (``CI`` set) gets text bars instead: a widget would be stored as a model that no
+handout can draw. Text bars that are not drawn on a terminal refresh at most every
+``TEXT_REFRESH_SECONDS``, so a stored run keeps a few lines and its final state;
+``dpo-run-notebook`` then stores each bar as its final line
 (:func:`dpo_utils.tools.notebooks.render_streams`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-from tqdm.auto import tqdm
+from tqdm import tqdm as text_tqdm
+from tqdm.auto import tqdm as auto_tqdm
+from tqdm.notebook import tqdm as widget_tqdm
 
 TEXT_REFRESH_SECONDS = 30.0
+TEXT_BARS_VARIABLE = "DPO_TUTORIAL_TEXT_BARS"
+
+
+def text_bars_wanted() -> bool:
+    """True where outputs are stored or checked rather than watched: ``DPO_TUTORIAL_TEXT_BARS`` or ``CI`` set."""
+    return bool(os.environ.get(TEXT_BARS_VARIABLE) or os.environ.get("CI"))
 
 
 def progress_bar(iterable=None, **kwargs):
-    """``tqdm.auto.tqdm`` with a slow refresh for text bars that are not drawn on a terminal."""
-    if not sys.stderr.isatty():
+    """A live widget bar in a notebook run by a person; a slowly refreshed text bar elsewhere."""
+    bar = text_tqdm if text_bars_wanted() else auto_tqdm  # auto: a widget in a notebook kernel
+    if not issubclass(bar, widget_tqdm) and not sys.stderr.isatty():
         kwargs.setdefault("mininterval", TEXT_REFRESH_SECONDS)
-    return tqdm(iterable, **kwargs)
+    return bar(iterable, **kwargs)

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dpo_utils.runtime.config import RUNS_DIR, RUNS_VARIABLE
+from dpo_utils.runtime.progress import TEXT_BARS_VARIABLE
 
 REDUCED_DIR = RUNS_DIR / "reduced-notebooks"
 # Per cell. Some full-size training cells run for over an hour on a 2-core CPU (09's eight variants).
@@ -64,6 +65,20 @@ def temporary_runs_dir(name: str):
         else:
             os.environ[RUNS_VARIABLE] = before
         shutil.rmtree(parent, ignore_errors=True)
+
+
+@contextmanager
+def text_bars():
+    """Kernels started in the block draw text progress bars (stored as one line each), not widgets."""
+    before = os.environ.get(TEXT_BARS_VARIABLE)
+    os.environ[TEXT_BARS_VARIABLE] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(TEXT_BARS_VARIABLE, None)
+        else:
+            os.environ[TEXT_BARS_VARIABLE] = before
 
 
 CURSOR_UP = "\x1b[A"  # what tqdm writes to return from a nested bar's line to its own
@@ -141,11 +156,12 @@ def run_notebook(path: Path, size: str = "full", timeout: int = CELL_TIMEOUT, ou
         resources={"metadata": {"path": str(path.parent)}},
     )
     start = time.perf_counter()
-    if size == "full":
-        client.execute()
-    else:
-        with temporary_runs_dir(path.stem):
+    with text_bars():
+        if size == "full":
             client.execute()
+        else:
+            with temporary_runs_dir(path.stem):
+                client.execute()
     seconds = time.perf_counter() - start
     render_streams(notebook)
     notebook.metadata["kernelspec"] = dict(KERNELSPEC)
