@@ -1,0 +1,26 @@
+"""Every mechanism figure in dpo_utils.figures draws something: a figure with at least one non-empty axes."""
+
+import inspect
+
+import matplotlib
+import pytest
+
+from dpo_utils import figures
+
+matplotlib.use("Agg")
+DRAWERS = [f for name, f in inspect.getmembers(figures, inspect.isfunction) if name.startswith("draw_")]
+
+
+def test_there_are_figures():
+    assert DRAWERS
+
+
+@pytest.mark.parametrize("draw", DRAWERS, ids=lambda f: f.__name__)
+def test_each_figure_draws(draw):
+    figure = draw()
+    try:
+        assert isinstance(figure, matplotlib.figure.Figure)
+        axes = figure.get_axes()
+        assert axes and any(ax.lines or ax.patches or ax.images or ax.collections or ax.texts for ax in axes)
+    finally:
+        matplotlib.pyplot.close(figure)
