@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 
 from dpo_utils.numerics import non_finite_weights
 from dpo_utils.reference import ReferenceLogprobs, checked_reference
+from dpo_utils.runtime.progress import library_bars_hidden
 
 CHECKPOINT_DIR, STATE_FILE, HISTORY_FILE, FINAL_DIR = "checkpoint", "state.pt", "history.json", "final"
 # Settings that do not change what a step computes: a run may be resumed with other values.
@@ -283,8 +284,9 @@ def save_final(model, tokenizer, output_dir: Path, step: int) -> None:
     for leftover in (tmp, old):  # from a run killed mid-save
         shutil.rmtree(leftover, ignore_errors=True)
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        with library_bars_hidden():
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
         if not isinstance(error, (OSError, RuntimeError, SafetensorError)):

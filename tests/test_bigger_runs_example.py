@@ -66,7 +66,8 @@ def test_the_documented_train_script_trains_under_two_processes(tokenizer, tmp_p
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("using the bundled SmolLM2-135M-Instruct instead of 'Qwen/Qwen2.5-1.5B-Instruct'") == 2
+    assert result.stdout.count("using the bundled SmolLM2-135M-Instruct (Q4_1") == 2
+    assert result.stdout.count("instead of 'Qwen/Qwen2.5-1.5B-Instruct'") == 2
 
     state = torch.load(work / "runs" / "big" / "checkpoint" / "state.pt", weights_only=True)
     assert state["step"] == 40 and state["config"]["batch_size"] == 32

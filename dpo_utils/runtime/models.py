@@ -16,8 +16,10 @@ from pathlib import Path
 
 import torch
 
+from dpo_utils.runtime.config import OFFLINE_MODEL_NOTE
 from dpo_utils.runtime.model_cache import ModelNotAvailableError, offline_model_dir
 from dpo_utils.runtime.precision import inference_dtype
+from dpo_utils.runtime.progress import library_bars_hidden
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -117,7 +119,7 @@ def resolve_model_path(name_or_path: str, fallback: bool = True) -> str:
         if not fallback:
             raise ModelNotAvailableError(f"HF_HUB_OFFLINE=1 and {name_or_path!r} is not a local folder")
         reason = "HF_HUB_OFFLINE=1"
-    print(f"{reason}: using the bundled SmolLM2-135M-Instruct instead of {name_or_path!r}.")
+    print(f"{reason}: using the bundled SmolLM2-135M-Instruct ({OFFLINE_MODEL_NOTE}) instead of {name_or_path!r}.")
     return str(offline_model_dir())
 
 
@@ -150,7 +152,8 @@ def load_model_and_tokenizer(
 
     path = resolve_model_path(name_or_path, fallback=fallback)
     device, _ = pick_device_and_dtype(device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    with library_bars_hidden():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
     ensure_pad_token(tokenizer, model)
     return model.to(device).eval(), tokenizer

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
 from tqdm import tqdm as text_tqdm
 from tqdm.auto import tqdm as auto_tqdm
@@ -33,3 +34,19 @@ def progress_bar(iterable=None, **kwargs):
     if not issubclass(bar, widget_tqdm) and not sys.stderr.isatty():
         kwargs.setdefault("mininterval", TEXT_REFRESH_SECONDS)
     return bar(iterable, **kwargs)
+
+
+@contextmanager
+def library_bars_hidden():
+    """transformers' own loading and saving bars, hidden where outputs are stored or checked (there
+    they are noise around every model load); shown as usual where a person watches."""
+    from transformers.utils import logging as hf_logging  # transformers is imported lazily everywhere
+
+    hide = text_bars_wanted() and hf_logging.is_progress_bar_enabled()
+    if hide:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if hide:
+            hf_logging.enable_progress_bar()
