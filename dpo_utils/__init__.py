@@ -45,6 +45,8 @@ Sampling and evaluation:
 - ``kl_check``       the KL estimate checked against an exact KL (tiny models, every completion enumerated)
 - ``judging``        a reward-model (or VADER) judge and the win rate with a confidence interval
 - ``plotting``       the few plots every notebook draws
+- ``figures``        figures that explain a mechanism (the ladder, the gradient weight, the masks)
+- ``exercises``      answer checks for the notebooks' exercises: ``check("04.2", answer)``
 
 Experiments:
 

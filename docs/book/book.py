@@ -68,13 +68,43 @@ def prepare(src: Path) -> None:
         (HERE / "index.md").read_text(encoding="utf-8").replace("{REPO_URL}", url), encoding="utf-8"
     )
     shutil.copy(HERE / "_static" / "colab-badge.svg", src / "notebooks" / "colab-badge.svg")
+    solutions = []
     for path in sorted((REPO / "notebooks").glob("*.ipynb")):
         notebook = json.loads(path.read_text(encoding="utf-8"))
         for cell in notebook["cells"]:
             if cell["cell_type"] == "markdown":
                 cell["source"] = book_markdown("".join(cell["source"]), url)
+        solutions += appendix_cells(path, notebook)
+        for cell in notebook["cells"]:
+            if is_solution(cell):  # folded in place: the reader opens it after trying
+                cell["metadata"] = {**cell["metadata"], "tags": [*cell["metadata"]["tags"], "hide-input"]}
         text = json.dumps(notebook, indent=1, ensure_ascii=False)
         (src / "notebooks" / path.name).write_text(text, encoding="utf-8")
+    write_appendix(src / "appendix" / "solutions.ipynb", solutions, notebook["metadata"])
+
+
+def is_solution(cell: dict) -> bool:
+    return cell["cell_type"] == "code" and "solution" in cell["metadata"].get("tags", [])
+
+
+def appendix_cells(path: Path, notebook: dict) -> list[dict]:
+    """A notebook's solution cells, shown unfolded under a heading that links back to it."""
+    found = [json.loads(json.dumps(cell)) for cell in notebook["cells"] if is_solution(cell)]
+    if not found:
+        return []
+    title = "".join(notebook["cells"][0]["source"]).splitlines()[0].lstrip("# ")
+    heading = {"cell_type": "markdown", "metadata": {}, "source": f"## [{title}](../notebooks/{path.name})"}
+    return [heading, *found]
+
+
+def write_appendix(path: Path, cells: list[dict], metadata: dict) -> None:
+    """The appendix of solutions: every notebook's solution cells with their stored outputs (the PDF
+    prints the folded ones closed, so they are read here)."""
+    intro = "# Appendix: solutions to the exercises\n\nEach notebook's solutions, as its full-size run executed them."
+    notebook = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": intro}, *cells]}
+    notebook |= {"metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
 # Before printing: each chapter on a new page, and anything wider than the page (a long formula,

@@ -34,7 +34,8 @@ if not (HTML / "index.html").exists():
 sys.path.insert(0, str(ROOT / "docs" / "book"))
 from book import CHROMIUM, CHROMIUM_ARGS, wait_for_mathjax  # noqa: E402
 
-PAGES = [HTML / "index.html"] + sorted((HTML / "notebooks").glob("*.html"))
+SOLUTIONS = HTML / "appendix" / "solutions.html"
+PAGES = [HTML / "index.html"] + sorted((HTML / "notebooks").glob("*.html")) + [SOLUTIONS]
 RAW_TEX = [
     (re.compile(r"\$[^$\n]*\$"), "raw $...$"),
     (re.compile(r"\\begin\{"), "raw \\begin"),
@@ -200,3 +201,38 @@ def test_a_page_with_broken_maths_images_and_links_fails(browser):
         "plots shown, the notebook stores 99",
     ):
         assert expected in problems, problems
+
+
+def with_solutions() -> list[Path]:
+    def has_solution(notebook: Path) -> bool:
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+        return any("solution" in cell["metadata"].get("tags", []) for cell in cells)
+
+    return [notebook for notebook in sorted(NOTEBOOKS.glob("*.ipynb")) if has_solution(notebook)]
+
+
+FOLDED = """() => [...document.querySelectorAll('details')]
+  .filter(d => d.textContent.includes('Solution to exercise'))
+  .map(d => ({open: d.open, code_shown: [...d.querySelectorAll('pre')].some(pre => pre.offsetHeight > 0)}))"""
+
+
+def test_solutions_are_folded_in_their_chapter_and_shown_in_the_appendix(browser):
+    notebooks = with_solutions()
+    assert notebooks, "no notebook has a solution cell"
+    page = browser.new_page()
+    for notebook in notebooks:
+        page.goto((HTML / "notebooks" / f"{notebook.stem}.html").as_uri())
+        folded = page.evaluate(FOLDED)
+        assert len(folded) >= 3 and not any(f["open"] or f["code_shown"] for f in folded), notebook.name
+    page.goto(SOLUTIONS.as_uri())
+    shown = page.locator("pre", has_text="Solution to exercise")
+    assert shown.count() >= 3 * len(notebooks) and shown.first.is_visible()
+    page.close()
+
+
+def test_a_mechanism_figure_renders(browser):
+    page = browser.new_page()
+    page.goto((HTML / "notebooks" / "00_start_here.html").as_uri())
+    widths = page.evaluate("() => [...document.querySelectorAll('.cell_output img')].map(img => img.naturalWidth)")
+    assert widths and min(widths) > 300, "00 draws the ladder"
+    page.close()
