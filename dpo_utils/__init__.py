@@ -50,6 +50,7 @@ Sampling and evaluation:
 
 Experiments:
 
+- ``experiment``     the one experiment of notebooks 07-12, and its runs trained once, then loaded
 - ``sentiment``      the controlled-sentiment experiment of notebook 07: prompts, sampled and paired data
 - ``pairing``        preference pairs from scored samples: each prompt's best against its worst
 - ``iterative``      iterative (on-policy) DPO: sample, rank with a reward, pair, train again

@@ -239,6 +239,11 @@ def load_finished_run(model, pairs, config, output_dir) -> list[dict]:
             f"{path} holds step {state['step']} of {config.max_steps}: the run is not finished. Train it to the "
             "end (DPOTrainer(...).train() resumes from it) before loading it as finished."
         )
+    if state["step"] > config.max_steps:
+        raise StaleCheckpointError(
+            f"{path} holds step {state['step']}, past this run's max_steps={config.max_steps}: the weights of step "
+            f"{config.max_steps} are not kept. Load it with max_steps={state['step']}, or train into another folder."
+        )
     model.load_state_dict(state["model"])
     return state["history"]
 

@@ -52,6 +52,13 @@ def test_an_unfinished_run_is_not_loaded_as_finished(tmp_path):
         load_finished_run(tiny_llama(), make_pairs(), CONFIG, tmp_path)
 
 
+def test_a_longer_run_is_not_loaded_as_a_shorter_one(tmp_path):
+    DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), CONFIG, output_dir=tmp_path).train()
+    shorter = DPOConfig(**{**vars(CONFIG), "max_steps": 2})
+    with pytest.raises(StaleCheckpointError, match="holds step 4, past this run's max_steps=2"):
+        load_finished_run(tiny_llama(), make_pairs(), shorter, tmp_path)
+
+
 def test_a_finished_run_trained_again_is_loaded_and_not_rewritten(tmp_path):
     config = DPOConfig(**{**vars(CONFIG), "save_final_model": True})
     DPOTrainer(tiny_llama(), TinyTokenizer(), make_pairs(), config, output_dir=tmp_path).train()
