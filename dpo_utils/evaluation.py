@@ -110,7 +110,8 @@ def evaluation_table(results: dict) -> str:
     ]
     for name, r in results.items():
         reward = f"{r['reward']:+.3f} [{r['reward_low']:+.3f}, {r['reward_high']:+.3f}]"
-        kl = f"{r['kl']:.2f} [{r['kl_low']:.2f}, {r['kl_high']:.2f}]"
+        exact = r["kl_low"] == r["kl_high"]  # the same on every prompt: a closed form, not an estimate
+        kl = f"{r['kl']:.2f} (closed form)" if exact else f"{r['kl']:.2f} [{r['kl_low']:.2f}, {r['kl_high']:.2f}]"
         lines.append(f"{name:{width}s} {reward:>25s} {kl:>26s} {r['length']:7.1f} {r['capped']:7.0%}")
     return "\n".join(lines)
 

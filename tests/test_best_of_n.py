@@ -6,8 +6,15 @@ import random
 
 import pytest
 
-from dpo_utils.best_of_n import best_of_n_kl, best_of_n_results, expected_best, kl_bound, selection_probabilities
-from dpo_utils.evaluation import compare_evaluations
+from dpo_utils.best_of_n import (
+    best_of_n_kl,
+    best_of_n_results,
+    empirical_kl,
+    expected_best,
+    kl_bound,
+    selection_probabilities,
+)
+from dpo_utils.evaluation import compare_evaluations, evaluation_table
 
 TIED = [0.0, 0.5, 0.0, -0.3, 0.5, 0.9, 0.0]
 
@@ -41,12 +48,21 @@ def test_selection_probabilities_match_every_draw_with_ties_split_evenly(n):
     assert sum(selection_probabilities(TIED, n)) == pytest.approx(1.0)
 
 
-def test_kl_meets_the_closed_form_without_ties_and_falls_below_it_with_ties():
+def test_the_empirical_kl_meets_the_closed_form_only_for_many_distinct_samples():
     rng = random.Random(0)
     distinct = [rng.random() for _ in range(2000)]
     for n in (2, 4, 16):
-        assert best_of_n_kl(distinct, n) == pytest.approx(kl_bound(n), abs=0.005)
-    assert best_of_n_kl(TIED, 4) < kl_bound(4) - 0.05
+        assert empirical_kl(distinct, n) == pytest.approx(kl_bound(n), abs=0.005)
+    assert empirical_kl(distinct[:16], 16) == pytest.approx(1.79, abs=0.01)  # 16 samples: biased low
+    assert empirical_kl(TIED, 4) < kl_bound(4) - 0.05
+
+
+def test_kl_is_the_closed_form_without_ties_and_lower_by_the_share_ties_take():
+    rng = random.Random(0)
+    sixteen = [rng.random() for _ in range(16)]
+    assert best_of_n_kl(sixteen, 16) == kl_bound(16)  # exact: no bias from the 16 samples
+    share = empirical_kl(TIED, 4) / empirical_kl(range(len(TIED)), 4)
+    assert best_of_n_kl(TIED, 4) == pytest.approx(kl_bound(4) * share) and share < 1
     assert best_of_n_kl([0.2] * 10, 8) == pytest.approx(0.0)  # all tied: best-of-N is the reference
 
 
@@ -84,3 +100,11 @@ def test_evaluate_best_of_n_ranks_the_references_own_samples(tokenizer):
     assert results[1]["kl"] == pytest.approx(0.0)
     assert 0 < results[4]["kl"] <= kl_bound(4) + 1e-12
     assert results[4]["capped"] == 1.0  # 6 new tokens of a random model never end on their own
+
+
+def test_the_table_shows_a_closed_form_kl_without_an_interval():
+    rng = random.Random(2)
+    prompts = [p for p in range(4) for _ in range(8)]
+    results = best_of_n_results([rng.random() for _ in prompts], prompts, [4])
+    assert results[4]["kl"] == pytest.approx(kl_bound(4))
+    assert f"{kl_bound(4):.2f} (closed form)" in evaluation_table({"best of 4": results[4]})
