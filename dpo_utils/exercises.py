@@ -59,21 +59,38 @@ def is_right(item: Exercise, answer) -> bool:
     return all(same(answer(*args), item.expected(*args), item.rtol) for args in item.inputs())
 
 
-def check(key: str, answer) -> bool:
-    """Print whether ``answer`` to exercise ``key`` is right (with a hint when it is not); return it."""
+class Verdict:
+    """What :func:`check` returns: true when the answer is right. A notebook shows only the printed line."""
+
+    def __init__(self, right: bool):
+        self.right = right
+
+    def __bool__(self) -> bool:
+        return self.right
+
+    def __repr__(self) -> str:
+        return f"Verdict(right={self.right})"
+
+    def _ipython_display_(self) -> None:  # the printed line says it all
+        pass
+
+
+def check(key: str, answer) -> Verdict:
+    """Print whether ``answer`` to exercise ``key`` is right (with a hint when it is not); a true
+    :class:`Verdict` when it is."""
     if key not in EXERCISES:
         raise KeyError(f"no exercise {key!r}; the exercises are {sorted(EXERCISES)}")
     item = EXERCISES[key]
     if answer is None or answer is Ellipsis:
         print(f"Exercise {key}: no answer yet. Hint: {item.hint}")
-        return False
+        return Verdict(False)
     try:
         right = is_right(item, answer)
     except Exception as error:  # a reader's function that fails, or an answer of the wrong kind
         print(f"Exercise {key}: your answer raised {type(error).__name__}: {error}. Hint: {item.hint}")
-        return False
+        return Verdict(False)
     print(f"Exercise {key}: right." if right else f"Exercise {key}: not yet. Hint: {item.hint}")
-    return right
+    return Verdict(right)
 
 
 # Each notebook's exercises, in order. Expected answers are computed, never typed in.
