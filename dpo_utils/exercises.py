@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dpo_utils import regression as reg
+
 
 @dataclass(frozen=True)
 class Exercise:
@@ -98,7 +100,58 @@ def check(key: str, answer) -> Verdict:
 # --- 01 ---
 
 
+@exercise("01.1", hint="With the mean loss the gradient is the mean of (theta - y_i), not their sum.")
+def _expected_01_1():
+    x, y = np.ones((2, 1)), np.array([[2.0], [3.0]])  # the two-sample example: x_i = 1
+    return reg.gradient_descent(1.0, x, y, lr=0.5, steps=1)[0][-1]
+
+
+@exercise("01.2", hint="Summing multiplies the loss, its gradient and its curvature by the number of samples.")
+def _expected_01_2():
+    x, _ = reg.make_data(n=100, seed=0)
+    return reg.max_stable_lr(x) / len(x)  # a step alpha on the summed loss is a step n * alpha on the mean
+
+
+@exercise(
+    "01.3",
+    hint="After one step theta - theta* is (1 - lr * mean(x^2)) times what it was; apply that t times.",
+    inputs=lambda: [(0.5, 0.1, 10), (0.0, 1.9, 7), (2.0, 0.5, 3), (0.5, 2.1, 5), (-1.0, 1.0, 1)],
+)
+def _expected_01_3(theta0, lr, t):
+    x, y = reg.make_data(n=100, seed=0)
+    return reg.gradient_descent(theta0, x, y, lr=lr, steps=t)[0][-1]
+
+
 # --- 02 ---
+
+
+@exercise("02.1", hint="Write L(theta + h) and L(theta - h) as Taylor series: which powers of h survive?")
+def _expected_02_1():
+    x, y = reg.make_data(n=100, seed=0)
+    return reg.mse_gradient(0.5, x, y)
+
+
+@exercise(
+    "02.2",
+    hint="Put u = beta * z: the derivative of -log sigma(u) is -sigma(-u), times du/dz.",
+    inputs=lambda: [(2.0, 0.1), (-1.0, 0.5), (0.0, 1.0), (4.0, 2.0), (-3.0, 10.0)],
+)
+def _expected_02_2(z, beta):
+    z = torch.tensor(float(z), dtype=torch.float64, requires_grad=True)
+    (-torch.nn.functional.logsigmoid(beta * z)).backward()
+    return z.grad.item()
+
+
+@exercise(
+    "02.3",
+    hint="One chain rule per parameter: d(y_hat)/d(theta) = x_i and d(y_hat)/d(b) = 1.",
+    inputs=lambda: [(0.5, 0.0), (1.0, 0.3), (-0.2, 1.5)],
+)
+def _expected_02_3(theta, b):
+    x, y = (torch.from_numpy(a) for a in reg.make_data(n=100, seed=0))
+    params = torch.tensor([theta, b], dtype=torch.float64, requires_grad=True)
+    (0.5 * torch.mean((params[0] * x + params[1] - y) ** 2)).backward()
+    return params.grad.numpy()
 
 
 # --- 03 ---
