@@ -73,6 +73,10 @@ def test_three_graded_exercises_each_with_a_hidden_solution_that_checks_itself(p
         assert text.startswith("# @title Solution"), "Colab shows the title and hides the code"
         assert cell["metadata"].get("cellView") == "form" and cell["metadata"]["jupyter"]["source_hidden"]
         assert cell["outputs"], "a solution's stored output comes from the full-size run"
+    for cell in cells(path):
+        if cell["cell_type"] == "markdown" and source(cell).startswith("**Solution"):
+            hidden = cell["metadata"].get("jupyter", {}).get("source_hidden")
+            assert "solution" in cell["metadata"].get("tags", []) and hidden, "an explanation is hidden too"
     keys = {k for k in EXERCISES if k.startswith(path.name[:2] + ".")}
     checked = set(re.findall(r'check\("(\d\d\.\d+)"', "".join(source(c) for c in solutions)))
     assert keys <= checked, f"{path.name}: no solution checks {sorted(keys - checked)}"

@@ -75,8 +75,11 @@ def prepare(src: Path) -> None:
             if cell["cell_type"] == "markdown":
                 cell["source"] = book_markdown("".join(cell["source"]), url)
         solutions += appendix_cells(path, notebook)
+        # in the chapter a solution's code is folded (the reader opens it after trying) and its
+        # explanation is left to the appendix
+        notebook["cells"] = [c for c in notebook["cells"] if c["cell_type"] == "code" or not is_solution(c)]
         for cell in notebook["cells"]:
-            if is_solution(cell):  # folded in place: the reader opens it after trying
+            if is_solution(cell):
                 cell["metadata"] = {**cell["metadata"], "tags": [*cell["metadata"]["tags"], "hide-input"]}
         text = json.dumps(notebook, indent=1, ensure_ascii=False)
         (src / "notebooks" / path.name).write_text(text, encoding="utf-8")
@@ -84,11 +87,12 @@ def prepare(src: Path) -> None:
 
 
 def is_solution(cell: dict) -> bool:
-    return cell["cell_type"] == "code" and "solution" in cell["metadata"].get("tags", [])
+    """A solution's code, or its explanation (a markdown cell), both tagged ``solution``."""
+    return "solution" in cell["metadata"].get("tags", [])
 
 
 def appendix_cells(path: Path, notebook: dict) -> list[dict]:
-    """A notebook's solution cells, shown unfolded under a heading that links back to it."""
+    """A notebook's solution cells, explanations and code, shown unfolded under a heading that links back."""
     found = [json.loads(json.dumps(cell)) for cell in notebook["cells"] if is_solution(cell)]
     if not found:
         return []
