@@ -100,7 +100,7 @@ def _reward_03() -> torch.Tensor:
     return make_problem(n_prompts=3, n_responses=5, seed=0).reward
 
 
-@exercise("03.1", hint="Bradley-Terry needs only the two rewards of prompt 1 (row 1 of the table): sigma(r_1 - r_4).")
+@exercise("03.1", hint="Only two numbers of the reward table matter: the rewards of responses 1 and 4 in row 1.")
 def _expected_03_1():
     reward = _reward_03()
     return bradley_terry_probability(reward[1, 1], reward[1, 4])
