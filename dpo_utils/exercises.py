@@ -160,7 +160,9 @@ def _expected_04_1():
     return log_partition(ref, shifted, beta)[0] - log_partition(ref, reward, beta)[0]
 
 
-@exercise("04.2", hint="J(pi) = beta log Z - beta KL(pi || pi*) holds for every policy, pi_ref included.")
+@exercise(
+    "04.2", hint="Evaluate the identity of step 2 at pi_ref and at pi*: the beta log Z term is the same in both."
+)
 def _expected_04_2():
     ref, reward, beta = _problem_04()
     return kl_objective(optimal_policy(ref, reward, beta), ref, reward, beta) - kl_objective(ref, ref, reward, beta)
@@ -177,8 +179,7 @@ def _inputs_04_3() -> list[tuple]:
 
 @exercise(
     "04.3",
-    hint="At pi_theta = pi_ref every implicit reward is 0, so every pair has the same weight; "
-    "for a softmax, d log pi(y) / d logits = e_y - pi, and the pi terms cancel in the difference.",
+    hint="What is every pair's weight when pi_theta = pi_ref? For a softmax, d log pi(y) / d logits = e_y - pi.",
     inputs=_inputs_04_3,
 )
 def _expected_04_3(counts, beta):
