@@ -19,6 +19,13 @@ import numpy as np
 import torch
 
 from dpo_utils import regression as reg
+from dpo_utils.preferences import (
+    bradley_terry_probability,
+    expected_pair_counts,
+    pairwise_nll,
+    sample_pair_counts,
+)
+from dpo_utils.tabular import kl_objective, log_partition, make_problem, optimal_policy, tabular_dpo_loss
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,98 @@ def _expected_02_3(theta, b):
 # --- 03 ---
 
 
+def _reward_03() -> torch.Tensor:
+    """Notebook 03's true reward table: 3 prompts, 5 responses."""
+    return make_problem(n_prompts=3, n_responses=5, seed=0).reward
+
+
+@exercise("03.1", hint="Only two numbers of the reward table matter: the rewards of responses 1 and 4 in row 1.")
+def _expected_03_1():
+    reward = _reward_03()
+    return bradley_terry_probability(reward[1, 1], reward[1, 4])
+
+
+def _differences_03() -> torch.Tensor:
+    return torch.linspace(-4.0, 4.0, 9, dtype=torch.float64)
+
+
+@exercise(
+    "03.2",
+    hint="A label survives with probability 1 - noise and is flipped with probability noise; "
+    "a flipped label means the other response won.",
+    inputs=lambda: [(_differences_03(), 0.0), (_differences_03(), 0.1), (_differences_03(), 0.3)],
+)
+def _expected_03_2(d, noise):
+    zero = torch.zeros_like(d)
+    return (1 - noise) * bradley_terry_probability(d, zero) + noise * bradley_terry_probability(zero, d)
+
+
+def _inputs_03_3() -> list[tuple]:
+    reward = _reward_03()
+    scores = torch.randn(reward.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    return [
+        (torch.zeros_like(reward), sample_pair_counts(reward, 1000, seed=5)),
+        (scores, expected_pair_counts(reward)),
+        (reward, sample_pair_counts(reward, 1000, seed=6, mode="deterministic")),
+    ]
+
+
+@exercise(
+    "03.3",
+    hint="Differentiate log sigma(s_w - s_l) with respect to s_w and to s_l (its derivative is sigma(s_l - s_w)), "
+    "weight by the counts, and divide by the number of pairs.",
+    inputs=_inputs_03_3,
+)
+def _expected_03_3(scores, counts):
+    scores = scores.detach().clone().requires_grad_(True)
+    pairwise_nll(scores, counts).backward()
+    return scores.grad
+
+
 # --- 04 ---
+
+
+def _problem_04():
+    """Notebook 04's reference policy, true reward and beta."""
+    problem = make_problem(n_prompts=3, n_responses=5, seed=0)
+    return problem.ref_probs, problem.reward, 0.5
+
+
+@exercise("04.1", hint="Write log Z(x) as a log-sum-exp and take the constant out of every exponent.")
+def _expected_04_1():
+    ref, reward, beta = _problem_04()
+    shifted = reward.clone()
+    shifted[0] += 3.0
+    return log_partition(ref, shifted, beta)[0] - log_partition(ref, reward, beta)[0]
+
+
+@exercise(
+    "04.2", hint="Evaluate the identity of step 2 at pi_ref and at pi*: the beta log Z term is the same in both."
+)
+def _expected_04_2():
+    ref, reward, beta = _problem_04()
+    return kl_objective(optimal_policy(ref, reward, beta), ref, reward, beta) - kl_objective(ref, ref, reward, beta)
+
+
+def _inputs_04_3() -> list[tuple]:
+    ref, reward, beta = _problem_04()
+    return [
+        (expected_pair_counts(reward), beta),
+        (sample_pair_counts(reward, 500, seed=1), 0.1),
+        (sample_pair_counts(reward, 500, seed=2, mode="deterministic"), 2.0),
+    ]
+
+
+@exercise(
+    "04.3",
+    hint="What is every pair's weight when pi_theta = pi_ref? For a softmax, d log pi(y) / d logits = e_y - pi.",
+    inputs=_inputs_04_3,
+)
+def _expected_04_3(counts, beta):
+    ref, _, _ = _problem_04()
+    logits = torch.log(ref).clone().requires_grad_(True)
+    tabular_dpo_loss(logits, ref, counts, beta).backward()
+    return logits.grad
 
 
 # --- 05 ---
