@@ -101,11 +101,11 @@ def draw_shifted_labels(tokens: list[str] | None = None, completion_mask: list[i
             ax.annotate("", (t + 0.47, -1.6), (t + 1.47, -0.9), arrowprops={"arrowstyle": "->", "color": "0.45"})
     for top, label in zip(tops, ["input token at t", "label = token at t+1", "counts in log pi(y|x)"]):
         ax.text(-0.15, top - 0.45, label, ha="right", va="center", fontsize=9)
-    ax.text(n - 0.03, -1.25, "grey: prompt   tan: completion", ha="right", va="center", fontsize=8, color="0.3")
     ax.set(
         xlim=(-2.4, n), ylim=(-3.7, 0.1), title="The logits at t score the token at t+1; only completion labels count"
     )
     ax.set_xticks([t + 0.47 for t in range(n)], [f"t={t}" for t in range(n)], fontsize=7)
+    ax.set_xlabel("position t        grey: prompt token, tan: completion token", fontsize=8)
     ax.tick_params(left=False, labelleft=False, bottom=False)
     for side in ax.spines.values():
         side.set_visible(False)
