@@ -45,7 +45,8 @@ Sampling and evaluation:
 - ``kl_check``       the KL estimate checked against an exact KL (tiny models, every completion enumerated)
 - ``judging``        a reward-model (or VADER) judge and the win rate with a confidence interval
 - ``plotting``       the few plots every notebook draws
-- ``figures``        figures that explain a mechanism (the ladder, the gradient weight, the masks)
+- ``figures``        figures that explain a mechanism of notebooks 00-06 (the ladder, the gradient weight, the masks)
+- ``llm_figures``    the same for 07-12 (one DPO step, master weights, loss shapes, the iterative loop, best-of-N)
 - ``exercises``      answer checks for the notebooks' exercises: ``check("04.2", answer)``
 
 Experiments:

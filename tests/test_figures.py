@@ -1,14 +1,20 @@
-"""Every mechanism figure in dpo_utils.figures draws something: a figure with at least one non-empty axes."""
+"""Every mechanism figure (dpo_utils.figures, dpo_utils.llm_figures) draws something: a figure with at least one
+non-empty axes."""
 
 import inspect
 
 import matplotlib
 import pytest
 
-from dpo_utils import figures
+from dpo_utils import figures, llm_figures
 
 matplotlib.use("Agg")
-DRAWERS = [f for name, f in inspect.getmembers(figures, inspect.isfunction) if name.startswith("draw_")]
+DRAWERS = [
+    f
+    for module in (figures, llm_figures)
+    for name, f in inspect.getmembers(module, inspect.isfunction)
+    if name.startswith("draw_") and f.__module__ == module.__name__
+]
 
 
 def test_there_are_figures():

@@ -123,3 +123,16 @@ def test_a_person_gets_a_widget_bar_and_stored_outputs_a_text_line(tmp_path, mon
     assert [o["output_type"] for o in stored] == ["stream"]
     assert stored[0]["text"].startswith("steps: 100%") and stored[0]["text"].count("\n") == 1
     assert "DPO_TUTORIAL_TEXT_BARS" not in os.environ  # restored after the run
+
+
+def test_a_widget_a_library_draws_is_not_stored(tmp_path, monkeypatch):
+    """transformers or TRL may draw their own bars as widgets in a kernel: the stored notebook keeps none."""
+    cell = "import ipywidgets\ndisplay(ipywidgets.IntProgress(value=3, max=3))\nprint('done')"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    source = tmp_path / "widget.ipynb"
+    nbformat.write(notebook, source)
+    monkeypatch.setenv("DPO_TUTORIAL_SIZE", "full")
+    notebooks.main([str(source)])
+    stored = nbformat.read(source, as_version=4)
+    assert [o["output_type"] for o in stored.cells[0].outputs] == ["stream"] and "widgets" not in stored.metadata

@@ -114,6 +114,19 @@ def terminal_text(text: str) -> str:
     )
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def drop_widgets(notebook) -> None:
+    """Remove widget outputs (a library's own progress bar drawn as a widget) and the widget state: a
+    stored notebook is read where no kernel runs, on GitHub or in the handout, and there a widget is an
+    empty box."""
+    for cell in notebook.cells:
+        if "outputs" in cell:
+            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+    notebook.metadata.pop("widgets", None)
+
+
 def render_streams(notebook) -> None:
     """Store each cell's text output as a reader sees it: one chunk per run of the same stream,
     progress bars in their final state (text bars without widgets redraw with carriage returns)."""
@@ -164,6 +177,7 @@ def run_notebook(path: Path, size: str = "full", timeout: int = CELL_TIMEOUT, ou
                 client.execute()
     seconds = time.perf_counter() - start
     render_streams(notebook)
+    drop_widgets(notebook)
     notebook.metadata["kernelspec"] = dict(KERNELSPEC)
     output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, output)
