@@ -34,6 +34,7 @@ CHROMIUM_ARGS = [
 ]
 BADGE = re.compile(r"\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)")
 SECTION_LINK = re.compile(r"(\]\(\d\d_\w+\.ipynb)#([^)\s]+)")  # a link to a section of another notebook
+CHAPTER_LINK = re.compile(r"\]\((\d\d_\w+\.ipynb)")  # a link to another chapter, relative to notebooks/
 REPO_LINK = re.compile(r"(\]\(|href=\")\.\./([^)\"\s#]+)")
 
 
@@ -96,16 +97,19 @@ def appendix_cells(path: Path, notebook: dict) -> list[dict]:
     found = [json.loads(json.dumps(cell)) for cell in notebook["cells"] if is_solution(cell)]
     if not found:
         return []
+    for cell in found:  # links to other chapters, from the appendix's folder
+        if cell["cell_type"] == "markdown":
+            cell["source"] = CHAPTER_LINK.sub(r"](../notebooks/\1", "".join(cell["source"]))
     title = "".join(notebook["cells"][0]["source"]).splitlines()[0].lstrip("# ")
     heading = {"cell_type": "markdown", "metadata": {}, "source": f"## [{title}](../notebooks/{path.name})"}
-    return [heading, *found]
+    return [heading | {"id": f"solutions-{path.stem[:2]}"}, *found]
 
 
 def write_appendix(path: Path, cells: list[dict], metadata: dict) -> None:
     """The appendix of solutions: every notebook's solution cells with their stored outputs (the PDF
     prints the folded ones closed, so they are read here)."""
     intro = "# Appendix: solutions to the exercises\n\nEach notebook's solutions, as its full-size run executed them."
-    notebook = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": intro}, *cells]}
+    notebook = {"cells": [{"cell_type": "markdown", "id": "solutions", "metadata": {}, "source": intro}, *cells]}
     notebook |= {"metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -213,7 +213,7 @@ def with_solutions() -> list[Path]:
 
 FOLDED = """() => [...document.querySelectorAll('details')]
   .filter(d => d.textContent.includes('Solution to exercise'))
-  .map(d => ({open: d.open, code_shown: [...d.querySelectorAll('pre')].some(pre => pre.offsetHeight > 0)}))"""
+  .map(d => ({open: d.open, code_shown: [...d.querySelectorAll('pre')].some(pre => pre.checkVisibility())}))"""
 
 
 def test_solutions_are_folded_in_their_chapter_and_shown_in_the_appendix(browser):
@@ -224,6 +224,8 @@ def test_solutions_are_folded_in_their_chapter_and_shown_in_the_appendix(browser
         page.goto((HTML / "notebooks" / f"{notebook.stem}.html").as_uri())
         folded = page.evaluate(FOLDED)
         assert len(folded) >= 3 and not any(f["open"] or f["code_shown"] for f in folded), notebook.name
+    page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    assert all(f["code_shown"] for f in page.evaluate(FOLDED)), "an opened solution shows its code"
     page.goto(SOLUTIONS.as_uri())
     shown = page.locator("pre", has_text="Solution to exercise")
     assert shown.count() >= 3 * len(notebooks) and shown.first.is_visible()
