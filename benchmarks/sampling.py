@@ -17,10 +17,30 @@ import time
 
 import torch
 
+from dpo_utils import sampling
 from dpo_utils.runtime.config import DATA_DIR
 from dpo_utils.runtime.models import DEFAULT_MODEL, load_model_and_tokenizer
 from dpo_utils.sampling import hit_the_cap, sample_completions
 from dpo_utils.sentiment import load_prompts
+
+
+def generate_rows(model, input_ids, attention_mask, max_new_tokens, tokenizer, guard=None):
+    """The same sampling through ``model.generate``, which keeps finished rows in the batch (for --compare)."""
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=1.0,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    rows = out[:, input_ids.shape[1] :].tolist()
+    eos = tokenizer.eos_token_id
+    return [
+        row[: row.index(eos) + 1] if eos in row else [t for t in row if t != tokenizer.pad_token_id] for row in rows
+    ]
 
 
 def time_sampling(model, tokenizer, prompts, samples: int, max_new_tokens: int, batch_size: int) -> dict:
@@ -46,6 +66,7 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=1, help="samples per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 48])
+    parser.add_argument("--compare", action="store_true", help="also time model.generate (finished rows kept)")
     args = parser.parse_args(argv)
     model, tokenizer = load_model_and_tokenizer(args.model)
     prompts = load_prompts(DATA_DIR / "movie_review_prompts.jsonl", "test")[: args.prompts]
@@ -53,9 +74,15 @@ def main(argv=None) -> None:
         f"{len(prompts)} prompts x {args.samples} samples, at most {args.max_new_tokens} tokens; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    print(f"{'batch':>5s} {'seconds':>8s} {'compl/s':>8s} {'tokens/s':>9s} {'mean tok':>9s} {'cut':>5s}")
-    for batch_size in args.batch_sizes:
+    print(
+        f"{'sampling':>10s} {'batch':>5s} {'seconds':>8s} {'compl/s':>8s} {'tokens/s':>9s} {'mean tok':>9s} "
+        f"{'cut':>5s}"
+    )
+    ways = {"rows leave": sampling.sample_rows} | ({"generate": generate_rows} if args.compare else {})
+    for (way, rows_fn), batch_size in ((w, b) for b in args.batch_sizes for w in ways.items()):
+        sampling.sample_rows = rows_fn  # sample_completions calls the module's sample_rows
         r = time_sampling(model, tokenizer, prompts, args.samples, args.max_new_tokens, batch_size)
+        print(f"{way:>10s} ", end="")
         print(
             f"{r['batch']:5d} {r['seconds']:8.1f} {r['completions/s']:8.2f} {r['tokens/s']:9.1f} "
             f"{r['mean tokens']:9.1f} {r['cut']:5.0%}"

@@ -3,15 +3,10 @@ import pytest
 from dpo_utils.pairing import build_preference_rows
 from dpo_utils.rewards import vader_reward
 from dpo_utils.runtime.config import DATA_DIR
-from dpo_utils.sampling import Sample, _cut_after_eos
+from dpo_utils.sampling import Sample
 from dpo_utils.sentiment import load_prompts
 
 pytestmark = pytest.mark.lowest_versions  # .ci/min-versions runs these
-
-
-def test_cut_after_eos_keeps_eos_and_drops_padding():
-    assert _cut_after_eos([5, 6, 2, 0, 0], eos_id=2, pad_id=0) == [5, 6, 2]
-    assert _cut_after_eos([5, 6, 0, 0], eos_id=2, pad_id=0) == [5, 6]
 
 
 def test_vader_scores_sentiment_in_the_right_direction():

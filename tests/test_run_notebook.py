@@ -2,6 +2,7 @@
 
 import io
 import os
+from importlib.util import find_spec
 
 import nbformat
 import pytest
@@ -116,6 +117,7 @@ def test_a_person_gets_a_widget_bar_and_stored_outputs_a_text_line(tmp_path, mon
     live = nbformat.read(source, as_version=4)
     NotebookClient(live, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in live.cells[0].outputs)
+    assert find_spec("jupyterlab_widgets"), "JupyterLab draws the widget with this extension (requirements.txt)"
 
     monkeypatch.setenv("DPO_TUTORIAL_SIZE", "full")
     notebooks.main([str(source)])
