@@ -15,6 +15,7 @@ reward-KL plot, evaluate the checkpoints (:func:`saved_checkpoints`, :func:`load
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from contextlib import contextmanager
@@ -96,6 +97,44 @@ def grpo_config(
             disable_tqdm=True,
             seed=seed,
         )
+
+
+# The settings that decide what GRPO optimises and how far it moves, for settings_against_trl
+COMPARED_SETTINGS = (
+    "beta",
+    "num_generations",
+    "learning_rate",
+    "lr_scheduler_type",
+    "loss_type",
+    "scale_rewards",
+    "max_completion_length",
+    "temperature",
+    "num_iterations",
+    "epsilon",
+    "mask_truncated_completions",
+    "gradient_checkpointing",
+    "disable_dropout",
+)
+
+
+def settings_against_trl(config) -> list[tuple[str, object, object]]:
+    """``(setting, this run's value, TRL's default)`` for each of ``COMPARED_SETTINGS`` where a
+    ``GRPOConfig`` (from :func:`grpo_config`) departs from the defaults of the installed TRL."""
+    defaults = {field.name: field.default for field in dataclasses.fields(type(config))}
+    plain = lambda value: getattr(value, "value", value)  # an enum (the scheduler type) as its string
+    rows = [(name, plain(getattr(config, name)), plain(defaults[name])) for name in COMPARED_SETTINGS]
+    return [row for row in rows if row[1] != row[2]]
+
+
+def describe_settings_against_trl(config) -> str:
+    """The departures of :func:`settings_against_trl` as a table, one line each."""
+    import trl
+
+    rows = settings_against_trl(config)
+    width = max(len(name) for name, _, _ in rows) if rows else 8
+    lines = [f"{'setting':{width}s} {'this run':>12s} {'TRL ' + trl.__version__ + ' default':>20s}"]
+    lines += [f"{name:{width}s} {ours!s:>12s} {default!s:>20s}" for name, ours, default in rows]
+    return "\n".join(lines)
 
 
 def train_grpo(

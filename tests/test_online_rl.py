@@ -7,7 +7,14 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from dpo_utils.online_rl import grpo_config, load_checkpoint_weights, saved_checkpoints, train_grpo
+from dpo_utils.online_rl import (
+    describe_settings_against_trl,
+    grpo_config,
+    load_checkpoint_weights,
+    saved_checkpoints,
+    settings_against_trl,
+    train_grpo,
+)
 from dpo_utils.runtime.config import DATA_DIR
 from dpo_utils.sentiment import load_prompts
 from tests.helpers import ONE_LAYER_WIDTH_16, tiny_llama, token_ids_of
@@ -158,3 +165,24 @@ def test_a_checkpoint_does_not_load_into_another_architecture(run, tokenizer):
     _, path = saved_checkpoints(run["out"])[-1]
     with pytest.raises(ValueError, match="does not fit the model: absent .'model.layers.1"):
         load_checkpoint_weights(tiny_model(tokenizer, layers=2), path)
+
+
+def test_the_departures_from_trls_defaults_are_listed_and_only_those(tmp_path):
+    settings = dict(num_generations=4, max_completion_length=128, steps=2, prompts_per_step=8, micro_batch_size=4)
+    args = grpo_config(
+        tmp_path,
+        beta=0.04,
+        learning_rate=1e-5,
+        save_every=1,
+        scale_rewards="group",
+        loss_type="dapo",
+        seed=0,
+        use_cpu=True,
+        **settings,
+    )
+    departures = {name: (ours, default) for name, ours, default in settings_against_trl(args)}
+    assert departures["beta"] == (0.04, 0.0) and departures["learning_rate"] == (1e-5, 1e-6)
+    assert departures["num_generations"] == (4, 8) and departures["max_completion_length"] == (128, 512)
+    assert "loss_type" not in departures and "scale_rewards" not in departures  # TRL's own defaults here
+    table = describe_settings_against_trl(args)
+    assert table.splitlines()[0].startswith("setting") and len(table.splitlines()) == len(departures) + 1
