@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 
 from dpo_utils.numerics import non_finite_weights
 from dpo_utils.reference import ReferenceLogprobs, checked_reference
+from dpo_utils.runtime.config import display_path
 from dpo_utils.runtime.progress import library_bars_hidden
 
 CHECKPOINT_DIR, STATE_FILE, HISTORY_FILE, FINAL_DIR = "checkpoint", "state.pt", "history.json", "final"
@@ -199,7 +200,7 @@ def load_checkpoint(trainer) -> None:
     trainer.skipped_steps, trainer.saved_step = state["skipped_steps"], state["step"]
     if trainer.accelerator.is_main_process:
         repair_folder(path.parent, trainer.history)
-        print(f"resumed from {path.parent} at step {trainer.step}")
+        print(f"resumed from {display_path(path.parent)} at step {trainer.step}")
 
 
 def save_reached(trainer, until: int, trained: bool) -> None:

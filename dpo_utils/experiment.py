@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpo_utils.checkpoints import StaleCheckpointError, load_finished_run, model_fingerprint, run_fingerprint
-from dpo_utils.runtime.config import RUNS_DIR, pick, run_size
+from dpo_utils.runtime.config import RUNS_DIR, display_path, pick, run_size
 from dpo_utils.runtime.models import DEFAULT_MODEL
 from dpo_utils.trainer import DPOConfig, DPOTrainer
 
@@ -73,11 +73,6 @@ def shared_run_dir(name: str, model, pairs, config: DPOConfig) -> Path:
     return RUNS_DIR / "shared" / run_size() / f"{slug}-{fingerprint}-{config.max_steps}steps"
 
 
-def shown(path: Path) -> str:
-    """``path`` as a reader's notebook prints it: from ``runs/``, never this machine's folders."""
-    return str(Path("runs") / path.relative_to(RUNS_DIR))
-
-
 def train_or_load(name: str, model, tokenizer, pairs, config: DPOConfig, reference_logps=None):
     """Train run ``name`` into the shared store, or load it there if an earlier notebook finished it.
 
@@ -86,8 +81,8 @@ def train_or_load(name: str, model, tokenizer, pairs, config: DPOConfig, referen
     folder = shared_run_dir(name, model, pairs, config)
     try:
         history = load_finished_run(model, pairs, config, folder)
-        return history, f"{name}: loaded from {shown(folder)} (trained earlier; its fingerprint matches)"
+        return history, f"{name}: loaded from {display_path(folder)} (trained earlier; its fingerprint matches)"
     except (FileNotFoundError, StaleCheckpointError):  # never trained, or stopped part way: train (or resume) it
         pass
     trainer = DPOTrainer(model, tokenizer, pairs, config, folder, reference_logps)
-    return trainer.train(), f"{name}: trained here, stored in {shown(folder)}"
+    return trainer.train(), f"{name}: trained here, stored in {display_path(folder)}"

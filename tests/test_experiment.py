@@ -4,6 +4,7 @@ import torch
 
 from dpo_utils import experiment
 from dpo_utils.experiment import SentimentExperiment, shared_run_dir, train_or_load
+from dpo_utils.runtime import config as runtime_config
 from tests.helpers import TinyTokenizer, make_pairs, tiny_llama
 
 SMALL = SentimentExperiment(batch_size=4, passes=2.0, traced_points=4, learning_rate=1e-2)
@@ -23,7 +24,8 @@ def test_the_budget_is_two_passes_traced_at_four_points():
 
 
 def test_a_run_is_trained_once_then_loaded_by_the_next_notebook(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiment, "RUNS_DIR", tmp_path / "runs")
+    for module in (experiment, runtime_config):
+        monkeypatch.setattr(module, "RUNS_DIR", tmp_path / "runs")
     pairs, config = make_pairs(), SMALL.dpo_config(8, beta=0.5)
     trained = tiny_llama()
     history, said = train_or_load("DPO beta=0.5", trained, TinyTokenizer(), pairs, config)
@@ -52,3 +54,10 @@ def test_anything_that_changes_the_run_gives_another_folder(tmp_path, monkeypatc
     assert len({base, *others}) == 5
     _, said = train_or_load("run", tiny_llama(), TinyTokenizer(), pairs, SMALL.dpo_config(8, beta=0.5, seed=1))
     assert "trained here" in said
+
+
+def test_printed_paths_start_at_runs_or_the_repository(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime_config, "RUNS_DIR", tmp_path / "runs")
+    assert runtime_config.display_path(tmp_path / "runs" / "07" / "x") == "runs/07/x"
+    assert runtime_config.display_path(runtime_config.REPO_ROOT / "data" / "a.jsonl") == "data/a.jsonl"
+    assert runtime_config.display_path("/elsewhere/b") == "/elsewhere/b"

