@@ -48,6 +48,20 @@ def output_path(path: Path, size: str, output_dir: Path | None = None) -> Path:
 
 
 @contextmanager
+def environment_variable(name: str, value: str):
+    """Set ``name`` to ``value`` while the block runs (kernels started in it inherit it), then restore it."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+@contextmanager
 def temporary_runs_dir(name: str):
     """Point ``DPO_TUTORIAL_RUNS`` at a fresh folder ``.../<name>/runs`` while the block runs,
     for the kernels started in it; then remove the folder and restore the variable.
@@ -55,30 +69,11 @@ def temporary_runs_dir(name: str):
     A reduced run's checkpoints and final models (about 1 GB per SmolLM2 run) are not kept.
     """
     parent = Path(tempfile.mkdtemp(prefix=f"dpo-tutorial-{name}-"))
-    before = os.environ.get(RUNS_VARIABLE)
-    os.environ[RUNS_VARIABLE] = str(parent / "runs")  # ends in runs/, as printed paths do
     try:
-        yield parent / "runs"
+        with environment_variable(RUNS_VARIABLE, str(parent / "runs")):  # ends in runs/, as printed paths do
+            yield parent / "runs"
     finally:
-        if before is None:
-            os.environ.pop(RUNS_VARIABLE, None)
-        else:
-            os.environ[RUNS_VARIABLE] = before
         shutil.rmtree(parent, ignore_errors=True)
-
-
-@contextmanager
-def text_bars():
-    """Kernels started in the block draw text progress bars (stored as one line each), not widgets."""
-    before = os.environ.get(TEXT_BARS_VARIABLE)
-    os.environ[TEXT_BARS_VARIABLE] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(TEXT_BARS_VARIABLE, None)
-        else:
-            os.environ[TEXT_BARS_VARIABLE] = before
 
 
 CURSOR_UP = "\x1b[A"  # what tqdm writes to return from a nested bar's line to its own
@@ -169,7 +164,7 @@ def run_notebook(path: Path, size: str = "full", timeout: int = CELL_TIMEOUT, ou
         resources={"metadata": {"path": str(path.parent)}},
     )
     start = time.perf_counter()
-    with text_bars():
+    with environment_variable(TEXT_BARS_VARIABLE, "1"):  # stored outputs hold text bars, not widgets
         if size == "full":
             client.execute()
         else:
