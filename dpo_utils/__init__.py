@@ -3,7 +3,8 @@
 Two layers, and the tools beside them. The modules listed here are the teaching code the notebooks
 read: losses, log-probs, data, the training loop, sampling, evaluation and the experiments. They run
 on :mod:`dpo_utils.runtime` (model loading, the offline model's cache, precision, presets), which
-never imports them back. :mod:`dpo_utils.tools` holds the command-line tools (docs/dpo_utils.md draws
+never imports them back. :mod:`dpo_utils.tools` holds the command-line tools, and
+:mod:`dpo_utils.exercises` the answer checks of the notebooks' exercises (docs/dpo_utils.md draws
 the layers). One concept per module, in the order the notebooks climb:
 
 The toy worlds:
@@ -13,6 +14,7 @@ The toy worlds:
 - ``preferences``    pairwise preferences and the Bradley-Terry model
 - ``tabular``        a tabular policy where the DPO answer is known in closed form
 - ``coverage``       who wrote the responses: off-policy and on-policy pairs in the tabular world
+- ``failure_modes``  two DPO failures reproduced exactly: a moving reference, likelihood displacement
 
 Losses and log-probs:
 
@@ -47,7 +49,6 @@ Sampling and evaluation:
 - ``plotting``       the few plots every notebook draws
 - ``figures``        figures that explain a mechanism of notebooks 00-06 (the ladder, the gradient weight, the masks)
 - ``llm_figures``    the same for 07-12 (one DPO step, master weights, loss shapes, the iterative loop, best-of-N)
-- ``exercises``      answer checks for the notebooks' exercises: ``check("04.2", answer)``
 
 Experiments:
 
