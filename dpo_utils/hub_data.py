@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dpo_utils.data import tokenize_row
 from dpo_utils.preference_rows import PreferenceDataError, load_preference_rows, validate_row
+from dpo_utils.runtime.config import REPO_ROOT
 
 
 def extract_prompt(row: dict) -> dict:
@@ -68,6 +69,15 @@ def _select(rows, tokenizer, n, max_prompt_length, max_completion_length, seed):
     return kept
 
 
+def local_file(source: str) -> Path | None:
+    """``source`` as a file: as given, or relative to this repository (how a preset names the shipped
+    pairs, so that it prints without this machine's folders); None for a hub data set's name."""
+    for path in (Path(source), REPO_ROOT / source):
+        if path.is_file():
+            return path
+    return None
+
+
 def load_preference_splits(
     source: str,
     tokenizer,
@@ -79,8 +89,9 @@ def load_preference_splits(
 ) -> tuple[list[dict], list[dict]]:
     """``(train_rows, test_rows)`` from a JSONL path (split by prompt) or a hub data set (its
     ``train`` and ``test`` splits), keeping rows that fit the length limits untruncated."""
-    if Path(source).exists():
-        rows, _ = load_preference_rows(source)
+    local = local_file(source)
+    if local is not None:
+        rows, _ = load_preference_rows(local)
         train, test = split_by_prompt(rows, n_test)
         return train[:n_train], test[:n_test]
     from datasets import load_dataset

@@ -7,11 +7,12 @@ import torch
 
 from dpo_utils.data import PromptBoundaryWarning
 from dpo_utils.evaluation import heldout_preference_metrics
-from dpo_utils.hub_data import extract_prompt, fits, load_preference_splits, split_by_prompt
+from dpo_utils.hub_data import extract_prompt, fits, load_preference_splits, local_file, split_by_prompt
 from dpo_utils.judging import win_rate
 from dpo_utils.lora import attach_lora, reference_of, trainable_parameters
 from dpo_utils.reference import compute_reference_logprobs
-from dpo_utils.runtime.presets import PRESETS, SHIPPED_DATASET, pick_preset
+from dpo_utils.runtime.config import REPO_ROOT
+from dpo_utils.runtime.presets import HUB_DATASET, PRESETS, SHIPPED_DATASET, pick_preset
 from dpo_utils.trainer import DPOConfig, DPOTrainer
 from tests.helpers import ONE_LAYER_WIDTH_16, TinyTokenizer, make_pairs, tiny_llama, tiny_llama_config, token_ids_of
 
@@ -270,3 +271,9 @@ def test_our_loss_equals_trls_for_a_lora_policy_far_from_its_reference(tokenizer
     assert abs(ours - theirs) < 1e-4
     # the pitfall: no reference for an already trained adapter -> TRL compares the policy with itself
     assert abs(trl_dpo_loss(policy, None, tokenizer, rows, beta=0.1) - math.log(2)) < 1e-6
+
+
+def test_a_preset_prints_without_this_machines_folders():
+    cpu = pick_preset("cpu")
+    assert str(REPO_ROOT) not in repr(cpu) and local_file(cpu.dataset).resolve() == REPO_ROOT / cpu.dataset
+    assert local_file(HUB_DATASET) is None

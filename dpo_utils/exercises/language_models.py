@@ -9,6 +9,49 @@ from dpo_utils.preferences import expected_pair_counts
 from dpo_utils.runtime.architectures import architecture_config
 from dpo_utils.tabular import make_problem
 
+# --- 08 ---
+
+
+@exercise(
+    "08.1",
+    hint="a rank-r adapter on a d_in -> d_out layer is A (r x d_in) and B (d_out x r); a block has seven "
+    "linear layers (q, k, v, o, gate, up, down), and k and v map to num_key_value_heads * head_dim",
+)
+def _expected_08_1():
+    config = architecture_config("smollm2-135m")
+    head_dim = config.hidden_size // config.num_attention_heads
+    hidden, inner = config.hidden_size, config.intermediate_size
+    query, key_value = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
+    shapes = [(hidden, query), (hidden, key_value), (hidden, key_value), (query, hidden)]
+    shapes += [(hidden, inner), (hidden, inner), (inner, hidden)]
+    return 16 * config.num_hidden_layers * sum(d_in + d_out for d_in, d_out in shapes)
+
+
+def _gradient_lists() -> list[tuple]:
+    """Gradients whose magnitudes spread from 1e-12 to 1e-1, some exact zeros, at three loss scales."""
+    generator = torch.Generator().manual_seed(8)
+    tensors = []
+    for shape in ((64, 32), (300,), (7, 7, 7)):
+        magnitude = 10 ** (-12 + 11 * torch.rand(shape, generator=generator))
+        sign = torch.where(torch.rand(shape, generator=generator) < 0.5, -1.0, 1.0)
+        keep = torch.rand(shape, generator=generator) < 0.9
+        tensors.append(magnitude * sign * keep)
+    return [(tensors, 1.0), (tensors, 1024.0), (tensors[1:], 65536.0)]
+
+
+@exercise(
+    "08.3",
+    hint="multiply in fp32, cast with .to(torch.float16), and count the elements that were not 0 before "
+    "and are 0 after, out of all the elements that were not 0",
+    inputs=_gradient_lists,
+)
+def _expected_08_3(gradients, scale):
+    values = torch.cat([g.detach().float().flatten() for g in gradients])
+    nonzero = values != 0
+    flushed = (values * scale).to(torch.float16) == 0
+    return (flushed & nonzero).sum().item() / nonzero.sum().item()
+
+
 # --- 10 ---
 
 

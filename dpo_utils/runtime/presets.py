@@ -29,13 +29,13 @@ from dataclasses import dataclass, replace
 import torch
 
 from dpo_utils.runtime.architectures import architecture_config
-from dpo_utils.runtime.config import DATA_DIR, is_reduced
+from dpo_utils.runtime.config import is_reduced
 from dpo_utils.runtime.memory import GIB, step_tokens, training_memory
 from dpo_utils.runtime.models import DEFAULT_MODEL, hub_is_offline
 from dpo_utils.runtime.precision import GPU_PROFILES, gpu_profile
 
 HUB_DATASET = "trl-lib/ultrafeedback_binarized"
-SHIPPED_DATASET = DATA_DIR / "sentiment_pairs.jsonl"
+SHIPPED_DATASET = "data/sentiment_pairs.jsonl"  # in this repository: hub_data finds it, and it prints as is
 HUB_JUDGE = "Skywork/Skywork-Reward-V2-Qwen3-0.6B"
 PRESET_VARIABLE = "DPO_TUTORIAL_PRESET"
 
@@ -123,7 +123,7 @@ PRESETS = {
         "float32",
         "no",
         lora_rank=16,
-        dataset=str(SHIPPED_DATASET),
+        dataset=SHIPPED_DATASET,
         judge="vader",
         train_pairs=96,
         test_pairs=40,
@@ -171,7 +171,7 @@ def pick_preset(name: str | None = None) -> RunPreset:
         print(f"HF_HUB_OFFLINE=1: preset {name!r} uses the shipped pairs and the VADER judge (and the bundled model)")
         preset = replace(
             preset,
-            dataset=str(SHIPPED_DATASET),
+            dataset=SHIPPED_DATASET,
             judge="vader",
             train_pairs=96,
             test_pairs=40,
