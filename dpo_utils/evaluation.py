@@ -63,7 +63,10 @@ def evaluate_policy(
     )
     rewards = reward_fn([sample.text for sample in samples])
     logprobs = lambda model: sequence_logprobs_of(model, samples, tokenizer.pad_token_id, mixed_precision=precision)
-    log_ratios = (logprobs(policy) - logprobs(reference)).tolist()
+    if policy is reference:  # every log-ratio is exactly 0: no need for two passes that cost as much as sampling
+        log_ratios = [0.0] * len(samples)
+    else:
+        log_ratios = (logprobs(policy) - logprobs(reference)).tolist()
     prompt_index = [sample.prompt_index for sample in samples]
     lengths, capped = lengths_and_caps(samples, tokenizer.eos_token_id, max_new_tokens)
     per_sample = {"prompt": prompt_index, "reward": rewards, "log_ratio": log_ratios}

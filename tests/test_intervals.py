@@ -1,12 +1,14 @@
 """Intervals with the prompt as the unit: standard errors, bootstrap intervals, paired comparisons,
 and evaluate_policy's use of them."""
 
+import copy
 import math
 import random
 import statistics
 
 import pytest
 
+import dpo_utils.evaluation as evaluation
 from dpo_utils.evaluation import compare_evaluations, evaluate_policy
 from dpo_utils.intervals import (
     describe_difference,
@@ -94,6 +96,17 @@ def test_evaluate_policy_reports_intervals_over_prompts_lengths_and_caps():
     assert itself["difference"] == 0 and not itself["separated"]
     baseline = evaluate_policy(reference, reference, tokenizer, prompts, reward, n_samples=6, max_new_tokens=3)
     assert compare_evaluations(result, baseline, "log_ratio")["n_prompts"] == 4
+
+
+def test_the_reference_evaluated_against_itself_has_log_ratios_of_exactly_0_without_a_pass(monkeypatch):
+    tokenizer, reference = tiny_tokenizer(), tiny_model(seed=2)
+    prompts, reward = ["a b", "b c"], lambda texts: [float(len(text)) for text in texts]
+    twin = copy.deepcopy(reference)  # equal weights, another object: the two passes run, and give exactly 0
+    passes = evaluate_policy(twin, reference, tokenizer, prompts, reward, n_samples=3, max_new_tokens=3)
+    monkeypatch.setattr(evaluation, "sequence_logprobs_of", lambda *args, **kwargs: pytest.fail("a needless pass"))
+    itself = evaluate_policy(reference, reference, tokenizer, prompts, reward, n_samples=3, max_new_tokens=3)
+    assert itself["per_sample"]["log_ratio"] == [0.0] * 6 and itself["kl"] == 0.0
+    assert itself["per_sample"] == passes["per_sample"] and itself["reward"] == passes["reward"]
 
 
 def test_describe_comparisons_gives_one_paired_line_per_comparison():
